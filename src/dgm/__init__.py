@@ -1,0 +1,49 @@
+"""dgm: deep generative modeling from VAEs to DDPMs, in the notation of *The Principles of Diffusion Models*.
+
+The public API of shared/SPEC.md. Levels i = 0..L, level 0 is the data; beta_i is a standard deviation.
+"""
+
+from .diffusion import posterior, prior_kl, q_sample, q_step
+from .losses import bits_per_dim, loss_ddpm, loss_simple, vlb
+from .oracle import GaussianMixture
+from .parameterization import (
+    Denoiser,
+    eps_to_mean,
+    eps_to_score,
+    eps_to_v,
+    eps_to_x0,
+    v_to_eps,
+    v_to_x0,
+    x0_to_eps,
+)
+from .samplers import SAMPLERS, ddim_step, sample
+from .schedule import Schedule
+from .vae_analysis import blur_floor, optimal_decoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Schedule",
+    "q_step",
+    "q_sample",
+    "posterior",
+    "prior_kl",
+    "eps_to_x0",
+    "x0_to_eps",
+    "eps_to_mean",
+    "eps_to_v",
+    "v_to_eps",
+    "v_to_x0",
+    "eps_to_score",
+    "Denoiser",
+    "loss_simple",
+    "loss_ddpm",
+    "vlb",
+    "bits_per_dim",
+    "sample",
+    "ddim_step",
+    "SAMPLERS",
+    "GaussianMixture",
+    "optimal_decoder",
+    "blur_floor",
+]

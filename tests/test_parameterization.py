@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+import dgm
+from dgm.diffusion import at_level
+
+
+@pytest.fixture
+def setup(gen):
+    s = dgm.Schedule.cosine(100)
+    x0 = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    eps = torch.randn(8, 5, generator=gen, dtype=torch.float64)
+    i = torch.randint(1, 101, (8,), generator=gen)
+    return s, x0, eps, i, dgm.q_sample(s, x0, i, eps)
+
+
+def test_round_trips(setup):
+    s, x0, eps, i, x_i = setup
+    assert torch.allclose(dgm.eps_to_x0(s, x_i, eps, i), x0, atol=1e-9)
+    assert torch.allclose(dgm.x0_to_eps(s, x_i, x0, i), eps, atol=1e-9)
+    v = dgm.eps_to_v(s, x_i, eps, i)
+    v_true = at_level(s.alpha_bar, i, x0) * eps - at_level(s.sigma_bar, i, x0) * x0  # E32
+    assert torch.allclose(v, v_true, atol=1e-9)
+    assert torch.allclose(dgm.v_to_eps(s, x_i, v, i), eps, atol=1e-9)
+    assert torch.allclose(dgm.v_to_x0(s, x_i, v, i), x0, atol=1e-9)
+
+
+def test_eps_mean_equals_posterior_mean(setup):
+    """E29: the posterior mean written with the true eps equals A_i x0 + B_i x_i."""
+    s, x0, eps, i, x_i = setup
+    mean, _ = dgm.posterior(s, x_i, x0, i)
+    assert torch.allclose(dgm.eps_to_mean(s, x_i, eps, i), mean, atol=1e-9)
+
+
+def test_mean_error_constant_C(setup):
+    """E30: |mu_phi - mu|^2 = C_i |eps_phi - eps|^2 with C_i = beta^4 / (alpha^2 (1 - alpha_bar^2))."""
+    s, x0, eps, i, x_i = setup
+    eps_hat = eps + 0.1
+    d_mu = ((dgm.eps_to_mean(s, x_i, eps_hat, i) - dgm.eps_to_mean(s, x_i, eps, i)) ** 2).sum(1)
+    C = s.beta[i] ** 4 / (s.alpha[i] ** 2 * (1 - s.alpha_bar[i] ** 2))
+    assert torch.allclose(d_mu, C * (0.1**2 * 5), rtol=1e-9)
+
+
+def test_score(mixture):
+    s = dgm.Schedule.linear(100)
+    x = torch.randn(6, 2, dtype=torch.float64)
+    eps = mixture.eps_star(s, x, 30)
+    assert torch.allclose(dgm.eps_to_score(s, x, eps, 30), mixture.score(s, x, 30), atol=1e-10)
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, i):
+        return self.value(x, i)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_denoiser_returns_eps(setup, prediction):
+    s, x0, eps, i, x_i = setup
+    target = {"eps": eps, "x0": x0, "v": dgm.eps_to_v(s, x_i, eps, i)}[prediction]
+    d = dgm.Denoiser(_Const(lambda x, lv: target), s, prediction)
+    assert torch.allclose(d(x_i, i), eps, atol=1e-9)
+    assert torch.allclose(d.x0_hat(x_i, i), x0, atol=1e-9)
+
+
+def test_denoiser_rejects_unknown_prediction():
+    with pytest.raises(ValueError, match="'score'"):
+        dgm.Denoiser(torch.nn.Identity(), dgm.Schedule.linear(10), "score")
