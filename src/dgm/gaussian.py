@@ -55,8 +55,13 @@ def normal_log_prob(x: Tensor, mean: Tensor, var) -> Tensor:
     return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
 
 
-def _log_ndtr(z: Tensor) -> Tensor:
-    return torch.special.log_ndtr(z)
+def _log1mexp(a: Tensor) -> Tensor:
+    """log(1 - exp(a)) for a < 0, stable at both ends (Maechler 2012); a is clamped below 0 so that both
+    branches of ``torch.where`` stay finite and gradients never see inf * 0."""
+    a = torch.clamp(a, max=-1e-30)
+    near = torch.log(-torch.expm1(torch.clamp(a, min=-math.log(2))))
+    far = torch.log1p(-torch.exp(torch.clamp(a, max=-math.log(2))))
+    return torch.where(a > -math.log(2), near, far)
 
 
 def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, bins: int) -> Tensor:
@@ -64,7 +69,7 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, bins
 
     The bin of value x is [x - h, x + h] with half-width h = 1 / (bins - 1), widened to -inf at x = -1
     and +inf at x = 1 (Ho et al. 2020 use bins = 256, h = 1/255). Computed in log space with log_ndtr on
-    both tails so that it stays finite for tiny std.
+    the tail that keeps precision, so it stays finite, with finite gradients, in float32 for tiny std.
     """
     if bins < 2:
         raise ValueError(f"bins must be at least 2, got {bins!r}")
@@ -72,15 +77,14 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, bins
     inv_std = torch.exp(-log_std)
     upper = (x + h - mean) * inv_std
     lower = (x - h - mean) * inv_std
-    log_cdf_upper = _log_ndtr(upper)  # log Phi(upper)
-    log_sf_lower = _log_ndtr(-lower)  # log (1 - Phi(lower))
-    # log(Phi(u) - Phi(l)) = log Phi(u) + log(1 - exp(log Phi(l) - log Phi(u))); use the tail that is stable.
-    mid_left = log_cdf_upper + torch.log1p(-torch.exp(torch.clamp(_log_ndtr(lower) - log_cdf_upper, max=-1e-12)))
-    mid_right = log_sf_lower + torch.log1p(-torch.exp(torch.clamp(_log_ndtr(-upper) - log_sf_lower, max=-1e-12)))
+    log_cdf_upper = torch.special.log_ndtr(upper)  # log Phi(upper): the bin at x = -1
+    log_sf_lower = torch.special.log_ndtr(-lower)  # log (1 - Phi(lower)): the bin at x = 1
+    # log(Phi(u) - Phi(l)) through the left tail, or through the right tail when the bin lies above the mean.
+    mid_left = log_cdf_upper + _log1mexp(torch.special.log_ndtr(lower) - log_cdf_upper)
+    mid_right = log_sf_lower + _log1mexp(torch.special.log_ndtr(-upper) - log_sf_lower)
     mid = torch.where(lower > 0, mid_right, mid_left)
     edge = 1.0 - 1e-6 * h  # tolerance for float rounding of the end values
-    out = torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, mid))
-    return out
+    return torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, mid))
 
 
 def reparameterize(mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -87,7 +87,7 @@ class GaussianMixture:
         chol = torch.linalg.cholesky(Sigma)
         diff = x[:, None, :] - a * self.means[None]  # (N, K, D)
         log_r = torch.log_softmax(self._log_joint(x, a * self.means, chol), dim=1)
-        sol = torch.cholesky_solve(diff.permute(1, 2, 0), chol).permute(2, 0, 1)  # (N, K, D)
+        sol = torch.einsum("kde,nke->nkd", torch.cholesky_inverse(chol), diff)  # Sigma^{-1} (x - a m): (N, K, D)
         return log_r.exp(), sol, a
 
     def _per_level(self, fn, s: Schedule, x_i: Tensor, i) -> Tensor:
@@ -169,7 +169,8 @@ class GaussianMixture:
         r, m_t, S_t = self.reverse_kernel(s, x_i, i)
         chol = torch.linalg.cholesky(S_t)
         diff = x_prev.double()[:, None, :] - m_t  # (N, K, D)
-        z = torch.linalg.solve_triangular(chol[None], diff[..., None], upper=False).squeeze(-1)
+        eye = torch.eye(self.D, dtype=chol.dtype).expand_as(chol)
+        z = torch.einsum("kde,nke->nkd", torch.linalg.solve_triangular(chol, eye, upper=False), diff)
         log_det = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
         log_n = -0.5 * (self.D * LOG_2PI + log_det[None] + (z**2).sum(-1))
         return torch.logsumexp(torch.log(r.clamp_min(1e-300)) + log_n, dim=1)
@@ -186,7 +187,9 @@ class GaussianMixture:
     def _log_joint(self, x: Tensor, means: Tensor, chol: Tensor) -> Tensor:
         """log pi_k + log N(x; means_k, chol_k chol_k^T): (N, K)."""
         diff = x[:, None, :] - means[None]  # (N, K, D)
-        z = torch.linalg.solve_triangular(chol[None], diff[..., None], upper=False).squeeze(-1)
+        eye = torch.eye(self.D, dtype=chol.dtype).expand_as(chol)
+        chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # (K, D, D)
+        z = torch.einsum("kde,nke->nkd", chol_inv, diff)
         log_det = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
         return torch.log(self.weights)[None] - 0.5 * (self.D * LOG_2PI + log_det[None] + (z**2).sum(-1))
 

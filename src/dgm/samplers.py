@@ -28,12 +28,28 @@ __all__ = [
 SAMPLERS = ("ancestral", "ddim", "dpm++2m")
 
 
-def level_grid(s: Schedule, steps: int) -> list[int]:
-    """``steps + 1`` decreasing levels from L to 0, evenly spaced (rounded): the visited levels, then 0."""
+def level_grid(s: Schedule, steps: int, spacing: str = "quadratic") -> list[int]:
+    """``steps + 1`` strictly decreasing levels from L to 0: the ``steps`` visited levels, then 0.
+
+    ``spacing="uniform"``: evenly spaced levels (rounded). ``"quadratic"`` (default): level
+    1 + (L - 1) (1 - k/steps)^2, which puts more steps at low noise, as in Song et al.'s DDIM "quad"
+    sequence; with the exact eps* of a mixture it reaches the same accuracy with about half the NFE
+    (benchmarks/RESULTS.md).
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= s.L:
         raise ValueError(f"steps must be an integer in 1..{s.L}, got {steps!r}")
-    grid = torch.linspace(s.L, 0, steps + 1, dtype=torch.float64).round().long().tolist()
-    return grid
+    k = torch.arange(steps, dtype=torch.float64)
+    if spacing == "uniform":
+        values = s.L - k * s.L / steps
+    elif spacing == "quadratic":
+        values = 1 + (s.L - 1) * (1 - k / steps) ** 2
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose 'uniform' or 'quadratic'")
+    levels = values.round().long().tolist()
+    for j in range(steps - 1, -1, -1):  # make them distinct: level of step j >= steps - j
+        floor = 1 if j == steps - 1 else levels[j + 1] + 1
+        levels[j] = max(levels[j], floor)
+    return levels + [0]
 
 
 def _predict(eps_fn, s: Schedule, x: Tensor, level: int, clip) -> tuple[Tensor, Tensor]:
@@ -73,7 +89,8 @@ def _randn_like(x: Tensor, generator) -> Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
-def sample_ancestral(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=None, clip=None, callback=None):
+def sample_ancestral(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=None, clip=None, callback=None,
+                     spacing: str = "quadratic"):
     """Ancestral sampling with the reverse kernel N(mu_phi, sigma2(i)) (E39); last step x0 = x0_hat(x_1, 1).
 
     ``steps=None`` (or L) runs all L levels exactly as E39. Fewer steps respace the chain to the levels of
@@ -90,18 +107,20 @@ def sample_ancestral(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=
             if callback is not None:
                 callback({"level": lvl, "next_level": lvl - 1, "x": x, "x0_hat": x0_hat})
         return x
-    return _sample_eta(eps_fn, x, s, steps=steps, eta=1.0, generator=generator, clip=clip, callback=callback)
+    return _sample_eta(eps_fn, x, s, steps=steps, eta=1.0, generator=generator, clip=clip, callback=callback,
+                       spacing=spacing)
 
 
 def sample_ddim(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, eta: float = 0.0, generator=None, clip=None,
-                callback=None):
+                callback=None, spacing: str = "quadratic"):
     """DDIM (E40) on :func:`level_grid` with ``steps`` denoiser calls (default 50, at most L)."""
     steps = min(50, s.L) if steps is None else steps
-    return _sample_eta(eps_fn, x_L, s, steps=steps, eta=eta, generator=generator, clip=clip, callback=callback)
+    return _sample_eta(eps_fn, x_L, s, steps=steps, eta=eta, generator=generator, clip=clip, callback=callback,
+                       spacing=spacing)
 
 
-def _sample_eta(eps_fn, x, s, *, steps, eta, generator, clip, callback):
-    grid = level_grid(s, steps)
+def _sample_eta(eps_fn, x, s, *, steps, eta, generator, clip, callback, spacing):
+    grid = level_grid(s, steps, spacing)
     for lvl, nxt in zip(grid[:-1], grid[1:], strict=True):
         eps, x0_hat = _predict(eps_fn, s, x, lvl, clip)
         noise = _randn_like(x, generator) if eta > 0 and nxt > 0 else None
@@ -111,14 +130,15 @@ def _sample_eta(eps_fn, x, s, *, steps, eta, generator, clip, callback):
     return x
 
 
-def sample_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=None, clip=None, callback=None):
+def sample_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=None, clip=None, callback=None,
+                    spacing: str = "quadratic"):
     """DPM-Solver++(2M) in the data-prediction form (E41) on :func:`level_grid`; ``steps`` NFE (default 20).
 
     First step first order; the final step to level 0 is first order too (diffusers' lower_order_final),
     which returns the last x0_hat. ``generator`` is unused (the solver is deterministic).
     """
     steps = min(20, s.L) if steps is None else steps
-    grid = level_grid(s, steps)
+    grid = level_grid(s, steps, spacing)
     a = [s.alpha_bar[t].item() for t in grid]
     sig = [s.sigma_bar[t].item() for t in grid]
     lam = [math.log(a_j / v) if v > 0 else math.inf for a_j, v in zip(a, sig, strict=True)]
@@ -153,13 +173,15 @@ def sample(
     return_trajectory: bool = False,
     clip=None,
     eta: float = 0.0,
+    spacing: str = "quadratic",
     device=None,
     dtype=torch.float32,
 ):
     """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler ("ancestral", "ddim", "dpm++2m").
 
     ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM, 20 for
-    DPM-Solver++(2M). With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory is a
+    DPM-Solver++(2M); fewer steps than L visit the levels of :func:`level_grid` with ``spacing``.
+    With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory is a
     dict of ``levels`` (visited levels, then 0), ``x`` (len(levels), *shape) and ``x0_hat``.
     """
     if sampler not in SAMPLERS:
@@ -171,11 +193,14 @@ def sample(
     cb = record.append if return_trajectory else None
     with torch.no_grad():
         if sampler == "ancestral":
-            x0 = sample_ancestral(eps_fn, x_L, s, steps=steps, generator=generator, clip=clip, callback=cb)
+            x0 = sample_ancestral(eps_fn, x_L, s, steps=steps, generator=generator, clip=clip, callback=cb,
+                                  spacing=spacing)
         elif sampler == "ddim":
-            x0 = sample_ddim(eps_fn, x_L, s, steps=steps, eta=eta, generator=generator, clip=clip, callback=cb)
+            x0 = sample_ddim(eps_fn, x_L, s, steps=steps, eta=eta, generator=generator, clip=clip, callback=cb,
+                             spacing=spacing)
         elif sampler == "dpm++2m":
-            x0 = sample_dpmpp_2m(eps_fn, x_L, s, steps=steps, generator=generator, clip=clip, callback=cb)
+            x0 = sample_dpmpp_2m(eps_fn, x_L, s, steps=steps, generator=generator, clip=clip, callback=cb,
+                                 spacing=spacing)
         else:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if not return_trajectory:
