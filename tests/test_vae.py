@@ -226,11 +226,14 @@ def test_kl_warmup():
 
 @pytest.mark.parametrize("config", [
     {"kind": "vae", "data_shape": [1, 8, 8], "latent_dim": 5, "arch": "conv", "hidden": [8, 16],
-     "decoder": "discretized", "decoder_std": "learned", "bins": 17, "beta": 0.5, "kl_warmup_steps": 100},
+     "decoder": "discretized", "decoder_std": "learned", "bins": 17, "beta": 0.5, "kl_warmup_steps": 100,
+     "binarize": False},
     {"kind": "vae", "data_shape": [3], "latent_dim": 2, "arch": "mlp", "hidden": [16],
-     "decoder": "gaussian", "decoder_std": 0.1, "bins": None, "beta": 1.0, "kl_warmup_steps": 0},
+     "decoder": "gaussian", "decoder_std": 0.1, "bins": None, "beta": 1.0, "kl_warmup_steps": 0,
+     "binarize": False},
     {"kind": "hvae", "data_shape": [4], "latent_dims": [4, 3, 2], "arch": "mlp", "hidden": [16, 16],
-     "decoder": "bernoulli", "decoder_std": "learned", "bins": None, "beta": 1.0, "kl_warmup_steps": 0},
+     "decoder": "bernoulli", "decoder_std": "learned", "bins": None, "beta": 1.0, "kl_warmup_steps": 0,
+     "binarize": True},
 ])
 def test_config_round_trip(config):
     model = build_model(json.loads(json.dumps(config)))
@@ -278,3 +281,21 @@ def test_discretized_mean_and_gradients():
     assert torch.isfinite(out.grad).all() and torch.isfinite(lik.log_std.grad).all()
     ref = discretized_gaussian_log_prob(grid.expand(bins, 61, 1), out, lik.get_log_std(out), bins)[..., 0]
     torch.testing.assert_close(lp, ref)
+
+
+def test_dynamic_binarization():
+    """binarize=True: each batch is a fresh Bernoulli((x + 1) / 2) draw; only with the bernoulli decoder."""
+    from dgm.vae_parts import dynamic_binarize
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((20000, 1), 0.5)  # gray level 0.5 in model space: P(white) = 0.75
+    b = dynamic_binarize(x, g)
+    assert set(b.unique().tolist()) == {-1.0, 1.0}
+    assert abs((b > 0).float().mean().item() - 0.75) < 0.02
+    with pytest.raises(ValueError, match="binarize needs the bernoulli decoder"):
+        VAE(data_shape=[4], decoder="gaussian", binarize=True)
+    model = VAE(data_shape=[4], decoder="bernoulli", binarize=True)
+    x = torch.rand(8, 4) * 2 - 1
+    a = model.evaluate(x, k=4, generator=torch.Generator().manual_seed(1))["nll_nats"]
+    b = model.evaluate(x, k=4, generator=torch.Generator().manual_seed(1))["nll_nats"]
+    assert torch.equal(a, b)  # a seeded generator fixes the binarization of the evaluation set

@@ -10,10 +10,8 @@ def test_every_check_passes_small():
     assert any("erratum 25" in r.claim for r in rows) and any("E23" in r.claim for r in rows)
 
 
-def test_cli_rejects_tiny_n(capsys):
+def test_rejects_tiny_n():
     import pytest
 
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ValueError, match="--n must be at least 100, got 10"):
         main(["--n", "10"])
-    assert e.value.code == 2
-    assert "--n must be at least 100, got 10" in capsys.readouterr().err

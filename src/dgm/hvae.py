@@ -51,9 +51,10 @@ class HVAE(LatentVariableModel):
     def __init__(self, data_shape: Sequence[int], latent_dims: Sequence[int] = (16, 8), arch: str = "mlp",
                  hidden: Sequence[int] | int = (256, 256), decoder: str = "gaussian",
                  decoder_std: float | str = "learned", bins: int | None = None, beta: float = 1.0,
-                 kl_warmup_steps: int = 0):
+                 kl_warmup_steps: int = 0, binarize: bool = False):
         super().__init__()
-        cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps)
+        cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps,
+                           binarize)
         if isinstance(latent_dims, str) or not isinstance(latent_dims, Sequence) or len(latent_dims) < 2:
             raise ValueError(f"latent_dims must list >= 2 positive ints (z_1 first), got {latent_dims!r}")
         self.latent_dims = [check_positive_int("latent_dims entry", m) for m in latent_dims]

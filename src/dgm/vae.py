@@ -38,7 +38,9 @@ class VAE(LatentVariableModel):
     - `hidden`: widths of the MLP layers, or channels per conv stage (an int means [int, int]);
     - `decoder`: "gaussian", "bernoulli" or "discretized"; `decoder_std`: a fixed std or "learned"
       (a global learned log-std per data dim); `bins`: K values per dim for "discretized";
-    - `beta`: weight of the KL; `kl_warmup_steps`: linear warm-up of that weight from 0 (0 = none).
+    - `beta`: weight of the KL; `kl_warmup_steps`: linear warm-up of that weight from 0 (0 = none);
+    - `binarize`: dynamic binarization for the bernoulli decoder: every batch (training and evaluation)
+      is a fresh draw b ~ Bernoulli((x + 1) / 2) of the gray levels (Salakhutdinov & Murray 2008).
     """
 
     kind = "vae"
@@ -46,9 +48,10 @@ class VAE(LatentVariableModel):
     def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
                  hidden: Sequence[int] | int = (256, 256), decoder: str = "gaussian",
                  decoder_std: float | str = "learned", bins: int | None = None, beta: float = 1.0,
-                 kl_warmup_steps: int = 0):
+                 kl_warmup_steps: int = 0, binarize: bool = False):
         super().__init__()
-        cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps)
+        cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps,
+                           binarize)
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         self._setup(cfg)
         trunk, width = build_trunk(arch, self.data_shape, cfg["hidden"])

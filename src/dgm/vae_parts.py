@@ -41,7 +41,8 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps) -> dict:
+def check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps,
+                 binarize=False) -> dict:
     """Validate the config fields shared by VAE and HVAE; returns them normalized (JSON-able)."""
     if isinstance(data_shape, int):
         data_shape = [data_shape]
@@ -71,8 +72,19 @@ def check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_
         raise ValueError(f"beta must be a number >= 0, got {beta!r}")
     if isinstance(kl_warmup_steps, bool) or not isinstance(kl_warmup_steps, int) or kl_warmup_steps < 0:
         raise ValueError(f"kl_warmup_steps must be an int >= 0, got {kl_warmup_steps!r}")
+    if not isinstance(binarize, bool):
+        raise ValueError(f"binarize must be true or false, got {binarize!r}")
+    if binarize and decoder != "bernoulli":
+        raise ValueError(f"binarize needs the bernoulli decoder, got decoder {decoder!r}")
     return dict(data_shape=data_shape, arch=arch, hidden=hidden, decoder=decoder,
-                decoder_std=decoder_std, bins=bins, beta=float(beta), kl_warmup_steps=kl_warmup_steps)
+                decoder_std=decoder_std, bins=bins, beta=float(beta), kl_warmup_steps=kl_warmup_steps,
+                binarize=binarize)
+
+
+def dynamic_binarize(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """A fresh binary draw b ~ Bernoulli((x + 1) / 2) of model-space gray levels, returned in {-1, 1}."""
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.where(u < (x + 1) / 2, 1.0, -1.0).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------- Gaussians
@@ -309,6 +321,8 @@ class LatentVariableModel(nn.Module):
             step = int(self.kl_step)
             if self.training:
                 self.kl_step += 1
+        if self._cfg.get("binarize"):
+            x0 = dynamic_binarize(x0, generator)
         recon, kls = self._elbo_terms(x0, generator)
         kl = torch.stack(kls).sum(0)
         w = self.kl_weight(step)
@@ -348,6 +362,8 @@ class LatentVariableModel(nn.Module):
         """
         k = check_positive_int("k", k)
         k_chunk = min(k, check_positive_int("max_rows", max_rows))
+        if self._cfg.get("binarize"):
+            x0 = dynamic_binarize(x0, generator)  # one binarization per call: seed the generator to fix it
         nll, elbo = [], []
         for xb in x0.split(max(1, max_rows // k_chunk)):
             lse = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)

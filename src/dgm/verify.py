@@ -248,14 +248,28 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="dgm verify", description="Check the seed's claims numerically.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``dgm verify`` (shared by the ``dgm`` parser and ``python -m dgm.verify``)."""
     p.add_argument("--n", type=int, default=20_000, help="Monte Carlo draws per check (default 20000)")
     p.add_argument("--levels", type=int, default=1000, help="levels L of the sampler checks (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+
+
+def main(argv=None) -> int:
+    """Run the checks and print the table; exit status 0 only if every row passes.
+
+    ``argv`` is a list of arguments or an already parsed ``argparse.Namespace`` (from ``dgm verify``).
+    """
+    if isinstance(argv, argparse.Namespace):
+        args = argv
+    else:
+        p = argparse.ArgumentParser(prog="dgm verify", description="Check the seed's claims numerically.")
+        add_arguments(p)
+        args = p.parse_args(argv)
     if args.n < 100:
-        p.error(f"--n must be at least 100, got {args.n}")
+        raise ValueError(f"--n must be at least 100, got {args.n}")
+    if not 10 <= args.levels <= 100_000:
+        raise ValueError(f"--levels must be between 10 and 100000, got {args.levels}")
     t0 = time.time()
     rows = run_checks(n=args.n, levels=args.levels, seed=args.seed,
                       progress=lambda r: print(f"  ... {len(r)} checks done", file=sys.stderr, flush=True))
