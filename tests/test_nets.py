@@ -1,0 +1,134 @@
+"""Contract tests shared by every network: shapes, determinism, no NaN, zero init, config round trip."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dgm.nets import MLP, UNet, build_net, level_embedding
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets run fastest on one thread; with several, OpenMP spin-waits dominate on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+# Small nets keep the suite fast; the defaults are exercised by build_net round trips below.
+NETS = {
+    "mlp": lambda: MLP(3, hidden=32, depth=2, emb_dim=16),
+    "unet8": lambda: UNet(in_channels=1, base_channels=16, image_size=8, num_res_blocks=1),
+    "unet28": lambda: UNet(in_channels=1, base_channels=16, channel_mults=(1, 2, 2), image_size=28,
+                           num_res_blocks=1),
+    "unet_rgb": lambda: UNet(in_channels=3, base_channels=16, image_size=8, num_res_blocks=1),
+}
+SHAPES = {"mlp": (5, 3), "unet8": (2, 1, 8, 8), "unet28": (2, 1, 28, 28), "unet_rgb": (2, 3, 8, 8)}
+
+
+def randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter (the zero-initialised last layer too) random values, so outputs are non-trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def inputs(name: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    shape = SHAPES[name]
+    return torch.randn(shape, generator=g), torch.randint(0, 1000, (shape[0],), generator=g)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_fresh_net_outputs_zero_with_input_shape(name):
+    torch.manual_seed(0)
+    net = NETS[name]()
+    x, i = inputs(name)
+    y = net(x, i)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.count_nonzero(y) == 0
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_deterministic_finite_and_depends_on_level(name):
+    net = randomize(NETS[name]()).eval()
+    x, i = inputs(name)
+    y1, y2 = net(x, i), net(x, i)
+    assert torch.isfinite(y1).all()
+    assert torch.equal(y1, y2)
+    assert not torch.allclose(net(x, i), net(x, (i + 7) % 1000))
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_examples_are_processed_independently(name):
+    net = randomize(NETS[name]()).eval()
+    x, i = inputs(name)
+    torch.testing.assert_close(net(x[:1], i[:1]), net(x, i)[:1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_gradient_reaches_every_parameter(name):
+    net = NETS[name]()  # fresh: the zero last layer must still pass gradient to everything
+    x, i = inputs(name)
+    (net(x, i) - x).pow(2).mean().backward()
+    out = net.out if name == "mlp" else net.conv_out
+    assert out.weight.grad.abs().sum() > 0
+    randomize(net).zero_grad()
+    (net(x, i) - x).pow(2).mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    assert all(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_build_net_round_trip_through_json(name):
+    net = NETS[name]()
+    config = json.loads(json.dumps(net.config()))
+    copy = build_net(config)
+    assert type(copy) is type(net) and copy.config() == net.config()
+    copy.load_state_dict(randomize(net).state_dict())
+    x, i = inputs(name)
+    assert torch.equal(copy(x, i), net(x, i))
+
+
+def test_default_configs_build():
+    assert build_net({"kind": "mlp", "dim": 2}).config()["hidden"] == 256
+    unet = build_net({"kind": "unet"})
+    assert unet.config()["attn_resolutions"] == [4]  # the lowest resolution of an 8x8 input
+    assert UNet(image_size=28, channel_mults=(1, 2, 2)).config()["attn_resolutions"] == [7]
+
+
+def test_unet_odd_sizes_and_batch_of_one():
+    net = randomize(UNet(base_channels=16, channel_mults=(1, 2, 2), image_size=7, num_res_blocks=1))
+    x = torch.randn(1, 1, 7, 7)
+    assert net(x, torch.tensor([3])).shape == x.shape
+
+
+def test_unknown_kind_and_bad_options_raise():
+    with pytest.raises(ValueError, match="'transformer'"):
+        build_net({"kind": "transformer"})
+    with pytest.raises(ValueError, match="kind"):
+        build_net({"dim": 2})
+    with pytest.raises(ValueError, match="widht"):
+        build_net({"kind": "mlp", "dim": 2, "widht": 3})
+    with pytest.raises(ValueError, match="groups"):
+        UNet(base_channels=12, groups=8)
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        MLP(2)(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+def test_level_embedding_closed_form():
+    i = torch.tensor([0, 1, 999])
+    emb = level_embedding(i, 8, max_period=10_000.0)
+    assert emb.shape == (3, 8)
+    w = torch.tensor([10_000.0 ** (-k / 4) for k in range(4)])
+    expected = torch.cat([torch.cos(i[:, None] * w), torch.sin(i[:, None] * w)], 1)
+    torch.testing.assert_close(emb, expected)
+    assert torch.equal(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    assert math.isclose(emb[1, 0].item(), math.cos(1.0), rel_tol=1e-6)  # the fastest frequency is 1/level
+    with pytest.raises(ValueError, match="even"):
+        level_embedding(i, 7)
