@@ -1,0 +1,273 @@
+"""Run-directory files: atomic writes, weights (safetensors), config (JSON), trainer state (torch).
+
+Layout of a run directory (docs/ARCHITECTURE.md):
+
+    DIR/config.json        model config + data spec + scaling + training config
+    DIR/model.safetensors  weights, "model."- and "ema."-prefixed, metadata {"format": "dgm", "step", "kind"}
+    DIR/state.pt           optimizer state, step, RNG states (tensors/ints/lists; weights_only=True)
+    DIR/log.jsonl          one JSON object per logged step
+
+Every file is written to a temporary sibling and moved into place with ``os.replace``, so a reader
+sees either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+LOG = "log.jsonl"
+FORMAT = "dgm"
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint file is missing, truncated, or not a dgm checkpoint."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    """Write ``DIR/config.json`` atomically (sorted keys, so equal configs give equal files)."""
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(Path(run_dir) / CONFIG, text.encode())
+
+
+def read_config(run_dir: Path) -> dict:
+    """Read ``DIR/config.json``; a missing or unreadable file is a ``CheckpointError``."""
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{str(run_dir)!r} is not a dgm run directory (no {CONFIG})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable dgm config ({err})") from None
+    if not isinstance(config, dict) or "model" not in config or "kind" not in config.get("model", {}):
+        raise CheckpointError(f"{str(path)!r} is not a dgm config (no model.kind)")
+    return config
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], *, step: int, kind: str) -> None:
+    """Save ``tensors`` (names prefixed "model." / "ema.") as safetensors with dgm metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "step": str(int(step)), "kind": kind}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=metadata))
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a dgm safetensors -> (tensors, metadata); a truncated or foreign file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({msg})") from None
+    metadata = _read_metadata(data)
+    if metadata.get("format") != FORMAT or "step" not in metadata:
+        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a dgm checkpoint")
+    return tensors, metadata
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors byte string (8-byte little-endian header length + JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    return dict(header.get("__metadata__") or {})
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Save the trainer state (tensors, ints, floats, lists, dicts only) atomically with ``torch.save``."""
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict:
+    """Load ``state.pt`` with ``weights_only=True``; a truncated or foreign file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no trainer state at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad pickle/zip
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{str(path)!r} is truncated or not a dgm trainer state ({msg})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{str(path)!r} is not a dgm trainer state (no step)")
+    return state
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries whose name starts with ``prefix + "."``, with the prefix removed."""
+    start = prefix + "."
+    return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line CheckpointError when names or shapes differ."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or bad:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}") if not bad else (
+            f"shape of {bad[0]!r} is {tuple(state[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}"
+        )
+        raise CheckpointError(f"{where} does not match the model in its config.json: {detail}")
+    module.load_state_dict(state)
+
+
+def load_model(run_dir: Path, *, ema: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a run directory and load its last checkpoint (EMA weights by default).
+
+    Returns ``(model, config)`` with the model in eval mode.
+    """
+    from dgm.models import build_model
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    try:
+        model = build_model(config["model"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{str(run_dir / CONFIG)!r} holds an invalid model config ({err})") from None
+    tensors, metadata = load_weights(run_dir / WEIGHTS)
+    if metadata.get("kind") != model.kind:
+        raise CheckpointError(
+            f"{str(run_dir / WEIGHTS)!r} holds a {metadata.get('kind')!r} model, config.json a {model.kind!r}"
+        )
+    load_into(model, split_prefix(tensors, "ema" if ema else "model"), str(run_dir / WEIGHTS))
+    model.eval()
+    return model, config
+
+
+# --- run directory ------------------------------------------------------------------------------
+
+RESUMABLE = ("train.steps", "train.minutes")  # what a --resume may change: how long to train
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat |= _flatten(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def config_difference(old: dict, new: dict, *, ignore: tuple[str, ...] = ()) -> str | None:
+    """The first setting in which two run configs differ, as "key: old -> new", or None if equal."""
+    a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
+    for key in sorted(set(a) | set(b)):
+        if key not in ignore and a.get(key) != b.get(key):
+            return f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
+    return None
+
+
+def prepare_run_dir(out: Path, run_config: dict, *, resume: bool, write: bool) -> None:
+    """Check that ``out`` may take this run (and with ``write``, create it and write config.json).
+
+    Without ``resume`` a directory that already holds a run is an error (same config: "pass --resume";
+    another config: "choose another --out"); nothing is overwritten. With ``resume`` the directory must
+    hold a checkpoint of the same run; only ``RESUMABLE`` settings may change.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {str(out)!r} exists and is not a directory")
+    held = [name for name in (CONFIG, WEIGHTS, STATE, LOG) if (out / name).exists()]
+    if not resume and held:
+        try:
+            diff = config_difference(read_config(out), run_config, ignore=RESUMABLE)
+        except CheckpointError:
+            diff = "its config.json is unreadable"
+        if diff is None:
+            raise CheckpointError(f"--out {str(out)!r} already holds this run; pass --resume to continue it "
+                                  "or choose another --out")
+        raise CheckpointError(f"--out {str(out)!r} already holds a different run ({diff}); "
+                              "choose another --out")
+    if resume:
+        if not (out / WEIGHTS).is_file():
+            raise CheckpointError(f"--resume: {str(out)!r} has no checkpoint to resume (no {WEIGHTS})")
+        diff = config_difference(read_config(out), run_config, ignore=RESUMABLE)
+        if diff is not None:
+            raise CheckpointError(f"--resume: {str(out)!r} holds a different run ({diff})")
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, run_config)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop torn log lines and those after ``step`` (written after the checkpoint a resume starts from)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            continue
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+# --- RNG states (tensors, ints, floats and lists only, so torch.load(weights_only=True) reads them) ------
+
+def get_rng_state() -> dict:
+    """The torch, numpy and python global RNG states."""
+    import random
+
+    import numpy as np
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": list(py_state),
+                   "gauss_next": [] if gauss_next is None else [float(gauss_next)]},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``get_rng_state`` returned."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"][0] if p["gauss_next"] else None))

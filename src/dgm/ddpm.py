@@ -1,0 +1,89 @@
+"""``DDPM``: a denoising network, a schedule and a training objective, following the model protocol.
+
+The model works in model space (docs/ARCHITECTURE.md). ``model.denoiser(x_i, i) -> eps_hat`` is the
+denoiser of shared/SPEC.md whatever the network predicts; losses, samplers and the bound take it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dgm.losses import OBJECTIVES, WEIGHTINGS, loss_simple, vlb
+from dgm.nets import build_net
+from dgm.parameterization import PREDICTIONS, Denoiser
+from dgm.samplers import sample as run_sampler
+from dgm.schedule import Schedule
+
+SCHEDULES = ("linear", "cosine")
+
+
+class DDPM(nn.Module):
+    """Denoising diffusion model: net (``build_net(net)``) + ``Schedule`` + ``Denoiser`` + objective.
+
+    Args:
+        data_shape: the shape of one example, e.g. (2,) or (1, 8, 8).
+        net: a ``build_net`` config ({"kind": "mlp" | "unet", ...}).
+        schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal), with ``levels`` = L levels.
+        prediction: what the network outputs: "eps", "x0" or "v".
+        objective: the regression target of the loss: "eps", "x0" or "v".
+        weighting: per-level loss weight: "simple", "vlb" (E30, mean 1) or "min_snr" (gamma = 5).
+        bins: number of evenly spaced values of discrete data in [-1, 1] (None: continuous data).
+    """
+
+    kind = "ddpm"
+
+    def __init__(self, *, data_shape, net: dict, schedule: str = "cosine", levels: int = 1000,
+                 prediction: str = "eps", objective: str = "eps", weighting: str = "simple",
+                 bins: int | None = None):
+        super().__init__()
+        checks = (("schedule", schedule, SCHEDULES), ("prediction", prediction, PREDICTIONS),
+                  ("objective", objective, OBJECTIVES), ("weighting", weighting, WEIGHTINGS))
+        for name, value, choices in checks:
+            if value not in choices:
+                raise ValueError(f"DDPM: unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 2):
+            raise ValueError(f"DDPM: bins must be an integer >= 2 or None, got {bins!r}")
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.schedule_name, self.levels = schedule, levels
+        self.prediction, self.objective, self.weighting, self.bins = prediction, objective, weighting, bins
+        self.schedule = Schedule.named(schedule, levels)
+        self.denoiser = Denoiser(build_net(net), self.schedule, prediction)
+
+    @property
+    def net(self) -> nn.Module:
+        """The network (registered once, inside ``denoiser``)."""
+        return self.denoiser.net
+
+    def config(self) -> dict:
+        """JSON-able config; ``dgm.models.build_model(config)`` rebuilds an untrained copy."""
+        return {"kind": self.kind, "data_shape": list(self.data_shape), "net": self.net.config(),
+                "schedule": self.schedule_name, "levels": self.levels, "prediction": self.prediction,
+                "objective": self.objective, "weighting": self.weighting, "bins": self.bins}
+
+    def forward(self, x_i: Tensor, i: Tensor) -> Tensor:
+        """eps_hat(x_i, i): the model is itself a denoiser."""
+        return self.denoiser(x_i, i)
+
+    def loss(self, x0: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """The weighted L_simple of ``objective`` on a batch in model space (EQUATIONS.md E33)."""
+        loss = loss_simple(self.denoiser, self.schedule, x0, objective=self.objective,
+                           weighting=self.weighting, generator=generator)
+        return loss, {}
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str = "ancestral",
+               steps: int | None = None, **kw) -> Tensor:
+        """n samples in model space with the named sampler and ``steps`` denoiser calls.
+
+        Discrete data (``bins``) clip x0_hat to [-1, 1] at every step.
+        """
+        clip = (-1.0, 1.0) if self.bins is not None else None
+        kw.setdefault("clip", clip)
+        return run_sampler(self.denoiser, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
+                           generator=generator, **kw)
+
+    @torch.no_grad()
+    def evaluate(self, x0: Tensor, *, generator: torch.Generator | None = None, **kw) -> dict[str, Tensor]:
+        """{"nll_nats": the full variational bound per example (B,), nats in model space} (E34-E36)."""
+        return {"nll_nats": vlb(self.denoiser, self.schedule, x0, bins=self.bins, generator=generator)}

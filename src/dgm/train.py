@@ -1,0 +1,301 @@
+"""``fit``: the training loop shared by every model (AdamW, warm-up, clipping, EMA, checkpoints, resume).
+
+One process runs a plain loop. Under ``accelerate launch`` (``WORLD_SIZE > 1``) every process trains on
+its own shard of each epoch's permutation, the gradients are averaged with one all-reduce per step (so
+the global batch is ``batch_size * processes``), and only rank 0 writes files.
+
+Resuming is exact: the data order is a function of (seed, epoch) and the noise of step ``t`` on rank
+``r`` comes from a generator seeded with (seed, r, t), so nothing but the model, EMA, optimizer, step
+and the global RNG states has to be saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dgm import checkpoint as ckpt
+from dgm.checkpoint import get_rng_state, prepare_run_dir, set_rng_state, truncate_log
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; saved in config.json beside every checkpoint."""
+
+    steps: int = 2000
+    minutes: float | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        def need(ok: bool, name: str, rule: str):
+            if not ok:
+                raise ValueError(f"train config: {name} must be {rule}, got {getattr(self, name)!r}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        need(is_int(self.steps) and self.steps >= 1, "steps", "an integer >= 1")
+        need(self.minutes is None or (is_num(self.minutes) and self.minutes > 0), "minutes", "a number > 0")
+        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
+        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0), "grad_clip", "> 0")
+        need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
+        need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an integer >= 1")
+        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every", "an int >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"train config: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        return cls(**d)
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the final step, why it stopped, the last logged loss and the EMA model."""
+
+    step: int
+    stopped: str
+    loss: float
+    seconds: float
+    ema: torch.nn.Module
+    main: bool = True  # False on the processes of a multi-process run other than rank 0
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator of the noise drawn at ``step`` on process ``rank``: a function of (seed, rank, step)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+
+
+class _Dist:
+    """The process group: a plain single process, or accelerate's when launched with WORLD_SIZE > 1."""
+
+    def __init__(self):
+        self.acc = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.acc = Accelerator(cpu=True)
+        self.rank = self.acc.process_index if self.acc else 0
+        self.world = self.acc.num_processes if self.acc else 1
+        self.main = self.rank == 0
+
+    def barrier(self):
+        if self.acc:
+            self.acc.wait_for_everyone()
+
+    def mean_(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce ``t`` in place to its mean over processes."""
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+            t /= self.world
+        return t
+
+    def any(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_(self, module: torch.nn.Module):
+        if self.world > 1:
+            for t in module.state_dict().values():
+                torch.distributed.broadcast(t, src=0)
+
+
+def _shard_batches(n: int, batch_size: int, dist: _Dist) -> tuple[int, int]:
+    """(examples per process, batch size per process) for ``n`` training examples."""
+    per_rank = n // dist.world
+    if per_rank == 0:
+        raise ValueError(f"{n} training examples cannot be split over {dist.world} processes")
+    if batch_size > per_rank and dist.main:
+        print(f"dgm: warning: batch size {batch_size} > {per_rank} examples per process; using {per_rank}",
+              file=sys.stderr)
+    return per_rank, min(batch_size, per_rank)
+
+
+def _batch_indices(step: int, *, n: int, per_rank: int, batch: int, seed: int, dist: _Dist) -> torch.Tensor:
+    """Indices of this process's batch at ``step``: epoch permutation (seeded by seed, epoch), then shard."""
+    per_epoch = per_rank // batch
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    mine = perm[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+    return mine[k * batch : (k + 1) * batch]
+
+
+@torch.no_grad()
+def _check_model_fits_data(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """One loss evaluation on two examples (eval mode, own generator), so a model that does not fit the
+    data fails before anything is written."""
+    was_training = model.training
+    model.eval()
+    try:
+        model.loss(x[:2], generator=torch.Generator().manual_seed(0))
+    except (RuntimeError, ValueError) as err:
+        msg = " ".join(str(err).split())
+        raise ValueError(f"the {model.kind} model does not fit data of shape {tuple(x.shape[1:])}: {msg}") from None
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    e_params = [p for p in ema.parameters()]
+    m_params = [p.detach() for p in model.parameters()]
+    if e_params:
+        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(m)
+
+
+def _save(out: Path, model, ema, optimizer, step: int) -> None:
+    """Write model.safetensors then state.pt (each atomically); both carry ``step``."""
+    tensors = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.clone() for k, v in ema.state_dict().items()}
+    ckpt.save_weights(out / ckpt.WEIGHTS, tensors, step=step, kind=model.kind)
+    ckpt.save_state(out / ckpt.STATE, {"step": step, "optimizer": optimizer.state_dict(),
+                                       "rng": get_rng_state()})
+
+
+def _restore(out: Path, model, ema, optimizer) -> int:
+    """Load the last checkpoint of ``out`` into model/ema/optimizer and the global RNGs; return its step."""
+    tensors, meta = ckpt.load_weights(out / ckpt.WEIGHTS)
+    state = ckpt.load_state(out / ckpt.STATE)
+    if int(meta["step"]) != int(state["step"]):
+        raise ckpt.CheckpointError(
+            f"{str(out)!r}: model.safetensors is at step {meta['step']} but state.pt at step {state['step']}"
+            " (the run was killed while saving)")
+    ckpt.load_into(model, ckpt.split_prefix(tensors, "model"), str(out / ckpt.WEIGHTS))
+    ckpt.load_into(ema, ckpt.split_prefix(tensors, "ema"), str(out / ckpt.WEIGHTS))
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, resume: bool = False,
+        progress: bool = True, data_spec: dict | None = None) -> FitResult:
+    """Train ``model`` on ``data.train`` and write checkpoints and a JSONL log to ``out``.
+
+    Stops after ``train_config.steps`` steps in total or ``train_config.minutes`` of wall time (whichever
+    comes first), and on KeyboardInterrupt (after a final checkpoint, re-raising it). ``resume=True``
+    continues from ``out``'s last checkpoint; a run directory that already holds a run is an error
+    without it. ``data_spec`` (how to reload the data, e.g. ``{"spec": "gmm2d", "seed": 0}``) is saved
+    in config.json.
+    """
+    cfg, out, dist = train_config, Path(out), _Dist()
+    run_config = {
+        "model": model.config(),
+        "data": data_spec or {"spec": data.name},
+        "scaling": data.scaling.to_dict(),
+        "train": dataclasses.asdict(cfg),
+    }
+    prepare_run_dir(out, run_config, resume=resume, write=False)  # every rank checks before rank 0 writes
+    x = data.train
+    per_rank, batch = _shard_batches(len(x), cfg.batch_size, dist)
+    _check_model_fits_data(model, x)
+    dist.barrier()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    if resume:
+        step = _restore(out, model, ema, optimizer)
+    else:
+        dist.broadcast_(model)
+        ema.load_state_dict(model.state_dict())
+        step = 0
+    if dist.main:
+        prepare_run_dir(out, run_config, resume=resume, write=True)
+        if resume:
+            truncate_log(out / ckpt.LOG, step)
+        else:
+            _save(out, model, ema, optimizer, step)
+    where = dict(n=len(x), per_rank=per_rank, batch=batch, seed=cfg.seed, dist=dist)
+    bar = tqdm(total=cfg.steps, initial=step, file=sys.stderr, disable=not (progress and dist.main),
+               dynamic_ncols=True, desc=f"train {model.kind}")
+    t0 = last_t = time.monotonic()
+    window, last_loss, stopped = [], float("nan"), "steps"
+    log = open(out / ckpt.LOG, "a") if dist.main else None  # noqa: SIM115 - closed in finally
+    try:
+        while step < cfg.steps:
+            if cfg.minutes is not None and dist.any(time.monotonic() - t0 >= 60 * cfg.minutes):
+                stopped = "minutes"
+                break
+            model.train()
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            xb = x[_batch_indices(step, **where)]
+            loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, dist.rank, step))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if dist.world > 1:
+                flat = dist.mean_(torch.cat([g.reshape(-1) for g in grads]))
+                parts = flat.split([g.numel() for g in grads])
+                torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(parts, grads, strict=True)])
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            optimizer.step()
+            _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            bar.update(1)
+            window.append(loss.detach())
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_loss = dist.mean_(torch.stack(window).mean()).item()
+                now = time.monotonic()
+                record = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
+                          "it_per_s": len(window) / max(now - last_t, 1e-9), "elapsed_s": now - t0,
+                          "processes": dist.world, "batch_per_process": batch, "shard_size": per_rank,
+                          **{k: float(v) for k, v in numbers.items()}}
+                window, last_t = [], now
+                bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                if log:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            if step % cfg.checkpoint_every == 0 and dist.main and step < cfg.steps:
+                _save(out, model, ema, optimizer, step)
+    except KeyboardInterrupt:
+        if dist.main:
+            _save(out, model, ema, optimizer, step)
+        raise
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    if dist.main:
+        _save(out, model, ema, optimizer, step)
+    dist.barrier()
+    return FitResult(step=step, stopped=stopped, loss=last_loss, seconds=time.monotonic() - t0, ema=ema,
+                     main=dist.main)
