@@ -21,3 +21,12 @@ def mixture():
             [[0.02, -0.01], [-0.01, 0.15]],
         ],
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors: one intra-op thread is faster than two and steadier on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -253,3 +253,12 @@ def test_two_processes_with_accelerate(tmp_path, settings):
     late = {k: np.mean([r["loss"] for r in v[-10:]]) for k, v in logs.items()}
     early = np.mean([r["loss"] for r in logs["one"][:2]])
     assert late["two"] < early and abs(late["two"] - late["one"]) < 0.15 * late["one"]
+
+
+def test_builtin_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from dgm.cli_commands import data_spec
+
+    (tmp_path / "gmm2d").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert data_spec("gmm2d")["spec"] == "gmm2d"
+    assert data_spec("./gmm2d")["spec"] == str((tmp_path / "gmm2d").resolve())

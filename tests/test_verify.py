@@ -4,7 +4,7 @@ from dgm.verify import format_table, main, run_checks
 
 
 def test_every_check_passes_small():
-    rows = run_checks(n=3000, levels=100, seed=0)
+    rows = run_checks(n=3000, levels=1000, seed=0)
     table = format_table(rows)
     assert all(r.passed for r in rows), table
     assert any("erratum 25" in r.claim for r in rows) and any("E23" in r.claim for r in rows)

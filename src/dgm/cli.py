@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="built-in name (gmm2d, moons, swissroll, checkerboard, digits) or a path "
                    "(.npy/.npz array or a folder of images); optional with --resume")
     p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--heldout-last", type=_positive_int, metavar="N",
+                   help="hold out the last N examples (default: a seeded random 10%%)")
     p.add_argument("--steps", type=_positive_int, help="train until this many steps in total")
     p.add_argument("--minutes", type=_positive_float, help="stop after this many minutes of wall time")
     p.add_argument("--batch-size", type=_positive_int, help="examples per step (per process)")

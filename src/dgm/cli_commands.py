@@ -43,10 +43,18 @@ def read_settings(path: str) -> dict:
     return settings
 
 
-def data_spec(spec: str) -> dict:
-    """How config.json records the data: a built-in name, or an existing path made absolute."""
+def data_spec(spec: str, heldout_last: int | None = None) -> dict:
+    """How config.json records the data: a built-in name, or an existing path made absolute, and the split
+    (a seeded random 10% held out, or the last ``heldout_last`` examples, e.g. MNIST's last 1,000)."""
+    from dgm.data import BUILTINS
+
     p = Path(spec)
-    return {"spec": str(p.resolve()) if p.exists() else spec, "seed": 0, "heldout_fraction": 0.1}
+    # A built-in name wins over a folder of the same name in the working directory (write ./name for that).
+    resolved = spec if spec in BUILTINS or not p.exists() else str(p.resolve())
+    out = {"spec": resolved, "seed": 0, "heldout_fraction": 0.1}
+    if heldout_last is not None:
+        out["heldout_last"] = heldout_last
+    return out
 
 
 def load_run_data(spec: dict):
@@ -54,7 +62,7 @@ def load_run_data(spec: dict):
     from dgm.data import load_data
 
     return load_data(spec["spec"], seed=spec.get("seed", 0),
-                     heldout_fraction=spec.get("heldout_fraction", 0.1))
+                     heldout_fraction=spec.get("heldout_fraction", 0.1), heldout_last=spec.get("heldout_last"))
 
 
 def train(args: argparse.Namespace) -> int:
@@ -69,7 +77,13 @@ def train(args: argparse.Namespace) -> int:
         raise ckpt.CheckpointError(f"--resume: {str(out)!r} has no run to resume (no {ckpt.CONFIG})")
     if args.data is None and stored is None:
         raise ValueError("--data is required (a built-in name or a path)")
-    spec = data_spec(args.data) if args.data is not None else stored["data"]
+    heldout_last = getattr(args, "heldout_last", None)
+    if args.data is not None:
+        spec = data_spec(args.data, heldout_last)
+    elif heldout_last is not None:
+        raise ValueError("--heldout-last needs --data")
+    else:
+        spec = stored["data"]
     data = load_run_data(spec)
     if stored is not None:
         model_cfg, train_cfg = stored["model"], stored["train"]

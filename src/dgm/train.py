@@ -28,6 +28,19 @@ from tqdm.auto import tqdm
 from dgm import checkpoint as ckpt
 from dgm.checkpoint import get_rng_state, prepare_run_dir, set_rng_state, truncate_log
 
+LR_DECAYS = ("none", "cosine")
+MIN_LR_RATIO = 0.05  # where the cosine decay ends, as a fraction of lr
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant (``lr_decay="none"``) or a cosine decay to
+    ``lr * MIN_LR_RATIO`` at ``steps``. A function of the step alone, so a resumed run follows the same curve."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_decay == "cosine" and step >= cfg.warmup_steps:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        lr = cfg.lr * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return lr
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -38,6 +51,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_decay: str = "none"  # "none" or "cosine": cosine from lr down to lr * MIN_LR_RATIO at `steps`
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
@@ -61,6 +75,7 @@ class TrainConfig:
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
+        need(self.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0), "grad_clip", "> 0")
         need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
@@ -252,7 +267,7 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
                 stopped = "minutes"
                 break
             model.train()
-            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             xb = x[_batch_indices(step, **where)]
