@@ -172,7 +172,7 @@ def test_sigkill_then_resume(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    killed_at = ckpt.load_state(out / ckpt.STATE)["step"]
+    killed_at = int(ckpt.load_weights(out / ckpt.WEIGHTS)[1]["step"])  # the last checkpoint's weights
     assert killed_at > 0 and killed_at % 20 == 0
     done = subprocess.run([*DGM, *args, "--resume", "--steps", str(killed_at + 30)], capture_output=True,
                           text=True, env=env, timeout=120)
@@ -182,3 +182,57 @@ def test_sigkill_then_resume(tmp_path):
     assert steps == list(range(1, killed_at + 31))
     model, config = ckpt.load_model(out)
     assert config["train"]["steps"] == killed_at + 30 and model.kind == "ddpm"
+
+
+def test_dequantized_ddpm_bound_is_a_valid_discrete_bound():
+    """With dequantize the bound is E_u L_vb(x0 + u) - D log(2h) >= -log P(x0) of the discrete data (E37)."""
+    import math
+
+    from dgm.ddpm import DDPM
+
+    torch.manual_seed(0)
+    net = {"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1, "emb_dim": 8}
+    model = DDPM(data_shape=[2], net=net, schedule="linear", levels=20, bins=5, dequantize=True)
+    x0 = torch.tensor([[-1.0, 0.5], [0.0, 1.0]])
+    nll = model.evaluate(x0, generator=torch.Generator().manual_seed(0))["nll_nats"]
+    assert nll.shape == (2,) and torch.isfinite(nll).all()
+    # an untrained model must not beat the uniform distribution over the 5 x 5 grid by much: P <= 1 anyway
+    assert (nll > 0).all() and nll.mean() > 2 * math.log(5) - 3
+    loss, _ = model.loss(x0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="dequantize"):
+        DDPM(data_shape=[2], net=net, bins=None, dequantize=True)
+
+
+def test_device_resolution():
+    from dgm.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_a_kill_between_weights_and_state_is_resumable(tmp_path):
+    """The window of train._save between writing the weights and renaming the state: resume still works."""
+    from dgm.train import _restore, _save
+
+    data = load_data("gmm2d")
+    net = {"kind": "mlp", "dim": 2, "hidden": 8, "depth": 1, "emb_dim": 8}
+    model = build_model({"kind": "ddpm", "data_shape": [2], "net": net, "levels": 10})
+    cfg = TrainConfig(steps=4, batch_size=16, log_every=1, checkpoint_every=2)
+    fit(model, data, tmp_path / "r", train_config=cfg, progress=False)
+    out = tmp_path / "r"
+    # simulate the kill: new weights (step 9) written, state still in state.next.pt
+    opt = torch.optim.AdamW(model.parameters())
+    ckpt.save_state(out / ckpt.STATE_NEXT, {"step": 9, "optimizer": opt.state_dict(), "rng": ckpt.get_rng_state()})
+    tensors = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.clone() for k, v in model.state_dict().items()}
+    ckpt.save_weights(out / ckpt.WEIGHTS, tensors, step=9, kind="ddpm")
+    assert ckpt.load_state(out / ckpt.STATE)["step"] == 4
+    assert _restore(out, model, build_model(model.config()), opt) == 9
+    _save(out, model, model, opt, 10)
+    assert ckpt.load_state(out / ckpt.STATE)["step"] == 10 and not (out / ckpt.STATE_NEXT).exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from dgm import rng
 from dgm.vae_analysis import blur_floor, optimal_decoder
 
 
@@ -39,8 +40,8 @@ def blur_report(vae, x_train: torch.Tensor, n_latents: int = 2048, generator=Non
     data = x_train.reshape(x_train.shape[0], -1)
     mu_star = optimal_decoder(q_mean, q_std, data)
 
-    idx = torch.randint(0, x_train.shape[0], (n_latents,), generator=generator, device=q_mean.device)
-    eps = torch.randn(n_latents, q_mean.shape[1], generator=generator, dtype=q_mean.dtype,
+    idx = rng.randint(0, x_train.shape[0], (n_latents,), generator=generator, device=q_mean.device)
+    eps = rng.randn(n_latents, q_mean.shape[1], generator=generator, dtype=q_mean.dtype,
                       device=q_mean.device)
     z = q_mean[idx] + q_std[idx] * eps  # (n_latents, m), z ~ q(z)
     f = torch.cat([vae.decode(zc).reshape(zc.shape[0], -1) for zc in z.split(chunk)]).double()

@@ -26,6 +26,7 @@ from safetensors.torch import save as st_save
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+STATE_NEXT = "state.next.pt"  # the state of a checkpoint being written (see train._save)
 LOG = "log.jsonl"
 FORMAT = "dgm"
 

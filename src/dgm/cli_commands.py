@@ -113,7 +113,7 @@ def train(args: argparse.Namespace) -> int:
     try:
         torch.set_num_threads(threads or before)
         result = fit(model, data, out, train_config=config, resume=args.resume, progress=not args.no_progress,
-                     data_spec=spec)
+                     data_spec=spec, device=getattr(args, "device", "auto"))
     finally:
         torch.set_num_threads(before)
     if result.main:

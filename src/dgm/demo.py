@@ -100,14 +100,27 @@ def run_demo(out, *, force: bool = False, can_force: bool = True, vae_minutes: f
     ``steps`` caps the training steps of both models and ``tiny`` swaps in tiny networks (tests only).
     """
     from dgm.cli_commands import load_run_data
-    from dgm.report import build_report
-    from dgm.report_parts import evaluate, load_runs
+    from dgm.recipes import default_threads
 
     t0 = time.monotonic()
     out = Path(out)
     check_out(out, force=force, can_force=can_force)
     out.mkdir(parents=True, exist_ok=True)
     data = load_run_data(DATA)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads(data.scaling) or threads)  # as `dgm train` does for 8x8 images
+    try:
+        return _run(out, data, t0, force=force, vae_minutes=vae_minutes, ddpm_minutes=ddpm_minutes, steps=steps,
+                    tiny=tiny, seed=seed, n_eval=n_eval, n_report=n_report, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, data, t0: float, *, force, vae_minutes, ddpm_minutes, steps, tiny, seed, n_eval, n_report,
+         progress) -> dict:
+    from dgm.report import build_report
+    from dgm.report_parts import evaluate, load_runs
+
     seconds = {}
     for kind, minutes in (("vae", vae_minutes), ("ddpm", ddpm_minutes)):
         print(f"dgm demo: training the {kind} (at most {minutes:g} min)", file=sys.stderr, flush=True)

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import rng
+
 __all__ = [
     "append_dims",
     "sum_flat",
@@ -89,5 +91,5 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, bins
 
 def reparameterize(mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """z = mean + std * eps, eps ~ N(0, I) (the reparameterization trick, E10)."""
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    eps = rng.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + std * eps

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgm import rng
 from dgm.vae_parts import (
     LatentVariableModel,
     build_decoder_net,
@@ -96,7 +97,7 @@ class HVAE(LatentVariableModel):
         for l in range(len(self.latent_dims) - 2, -1, -1):
             mean_p, log_std_p = self.prior_params(l, z)
             mean_q, log_std_q = precision_weighted(*stats[l], mean_p, log_std_p)
-            z = mean_q + torch.exp(log_std_q) * torch.randn(
+            z = mean_q + torch.exp(log_std_q) * rng.randn(
                 mean_q.shape, generator=generator, device=mean_q.device, dtype=mean_q.dtype)
             layers.append({"z": z, "q": (mean_q, log_std_q), "p": (mean_p, log_std_p)})
         return layers[::-1]
@@ -123,7 +124,7 @@ class HVAE(LatentVariableModel):
 
     def _decode_prior(self, n, generator):
         p = next(self.parameters())
-        z = torch.randn(n, self.latent_dims[-1], generator=generator, device=p.device, dtype=p.dtype)
+        z = rng.randn(n, self.latent_dims[-1], generator=generator, device=p.device, dtype=p.dtype)
         for l in range(len(self.latent_dims) - 2, -1, -1):
             mean_p, log_std_p = self.prior_params(l, z)
             z = reparameterize(mean_p, log_std_p, generator=generator)

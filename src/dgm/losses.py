@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from . import rng
 from .diffusion import at_level, posterior, prior_kl, q_sample
 from .gaussian import discretized_gaussian_log_prob, normal_log_prob, sum_flat
 from .parameterization import eps_to_mean, eps_to_v, eps_to_x0
@@ -81,7 +82,7 @@ def level_weights(s: Schedule, objective: Objective, weighting: Weighting) -> Te
 
 
 def _random_levels(s: Schedule, n: int, low: int, device, generator) -> Tensor:
-    return torch.randint(low, s.L + 1, (n,), generator=generator, device=device)
+    return rng.randint(low, s.L + 1, (n,), generator=generator, device=device)
 
 
 def loss_simple(
@@ -104,7 +105,7 @@ def loss_simple(
     w_table = level_weights(s, objective, weighting)
     B = x0.shape[0]
     i = _random_levels(s, B, 1, x0.device, generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_i = q_sample(s, x0, i, eps)
     eps_hat = eps_fn(x_i, i)
     if objective == "eps":
@@ -130,7 +131,7 @@ def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | N
         raise ValueError(f"L_DDPM needs at least 2 levels, the schedule has L={s.L}")
     B = x0.shape[0]
     i = _random_levels(s, B, 2, x0.device, generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_i = q_sample(s, x0, i, eps)
     mu, var = posterior(s, x_i, x0, i)
     mu_hat = eps_to_mean(s, x_i, eps_fn(x_i, i), i)
@@ -178,7 +179,7 @@ def vlb(
         chunk = all_levels[start : start + per_call]
         i = torch.tensor(chunk, device=x0.device).repeat_interleave(B)
         x0_rep = x0.repeat((len(chunk),) + (1,) * (x0.ndim - 1))
-        eps = torch.randn(x0_rep.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = rng.randn(x0_rep.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         x_i = q_sample(s, x0_rep, i, eps)
         eps_hat = eps_fn(x_i, i)
         sq = sum_flat((eps_hat.double() - eps.double()) ** 2).reshape(len(chunk), B).cpu()
@@ -208,7 +209,7 @@ def vlb_reference(eps_fn, s: Schedule, x0: Tensor, *, bins=None, generator=None)
     total = prior_kl(s, x0).cpu()
     for lvl in range(1, s.L + 1):
         i = torch.full((x0.shape[0],), lvl, dtype=torch.long, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         x_i = q_sample(s, x0, i, eps)
         eps_hat = eps_fn(x_i, i).double()
         if lvl == 1:

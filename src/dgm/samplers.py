@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import rng
 from .parameterization import eps_to_mean, eps_to_x0, x0_to_eps
 from .schedule import Schedule
 
@@ -86,7 +87,7 @@ def ddim_step(s: Schedule, x_i: Tensor, eps: Tensor, i: int, j: int, *, eta: flo
 
 
 def _randn_like(x: Tensor, generator) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return rng.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
 def sample_ancestral(eps_fn, x_L: Tensor, s: Schedule, *, steps=None, generator=None, clip=None, callback=None,
@@ -188,7 +189,7 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if device is None and generator is not None:
         device = generator.device
-    x_L = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    x_L = rng.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
     record: list[dict] = []
     cb = record.append if return_trajectory else None
     with torch.no_grad():

@@ -113,15 +113,16 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 class _Dist:
     """The process group: a plain single process, or accelerate's when launched with WORLD_SIZE > 1."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
         self.acc = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
-            self.acc = Accelerator(cpu=True)
+            self.acc = Accelerator(cpu=device.type == "cpu")
         self.rank = self.acc.process_index if self.acc else 0
         self.world = self.acc.num_processes if self.acc else 1
         self.main = self.rank == 0
+        self.device = self.acc.device if self.acc else device
 
     def barrier(self):
         if self.acc:
@@ -137,7 +138,7 @@ class _Dist:
     def any(self, flag: bool) -> bool:
         if self.world == 1:
             return flag
-        t = torch.tensor([float(flag)])
+        t = torch.tensor([float(flag)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
@@ -194,40 +195,69 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 def _save(out: Path, model, ema, optimizer, step: int) -> None:
-    """Write model.safetensors then state.pt (each atomically); both carry ``step``."""
-    tensors = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.clone() for k, v in ema.state_dict().items()}
+    """Write a checkpoint that a SIGKILL at any moment leaves resumable.
+
+    1. state.next.pt (optimizer, RNG, step), 2. model.safetensors (model and EMA weights, step), 3. rename
+    state.next.pt to state.pt; each file is written to a temporary file and renamed into place. Killed
+    before 2, the old weights and state.pt agree; between 2 and 3, the new weights and state.next.pt do.
+    """
+    ckpt.save_state(out / ckpt.STATE_NEXT, {"step": step, "optimizer": optimizer.state_dict(),
+                                            "rng": get_rng_state()})
+    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.state_dict().items()}
     ckpt.save_weights(out / ckpt.WEIGHTS, tensors, step=step, kind=model.kind)
-    ckpt.save_state(out / ckpt.STATE, {"step": step, "optimizer": optimizer.state_dict(),
-                                       "rng": get_rng_state()})
+    os.replace(out / ckpt.STATE_NEXT, out / ckpt.STATE)
 
 
 def _restore(out: Path, model, ema, optimizer) -> int:
-    """Load the last checkpoint of ``out`` into model/ema/optimizer and the global RNGs; return its step."""
+    """Load the last checkpoint of ``out`` into model/ema/optimizer and the global RNGs; return its step.
+
+    The state is state.pt, or state.next.pt when the run was killed after writing the weights of a
+    checkpoint but before renaming its state (see :func:`_save`).
+    """
     tensors, meta = ckpt.load_weights(out / ckpt.WEIGHTS)
+    step = int(meta["step"])
     state = ckpt.load_state(out / ckpt.STATE)
-    if int(meta["step"]) != int(state["step"]):
+    if int(state["step"]) != step and (out / ckpt.STATE_NEXT).exists():
+        state = ckpt.load_state(out / ckpt.STATE_NEXT)
+    if int(state["step"]) != step:
         raise ckpt.CheckpointError(
-            f"{str(out)!r}: model.safetensors is at step {meta['step']} but state.pt at step {state['step']}"
-            " (the run was killed while saving)")
+            f"{str(out)!r}: model.safetensors is at step {step} but state.pt at step {state['step']}"
+            " (the files come from different checkpoints)")
     ckpt.load_into(model, ckpt.split_prefix(tensors, "model"), str(out / ckpt.WEIGHTS))
     ckpt.load_into(ema, ckpt.split_prefix(tensors, "ema"), str(out / ckpt.WEIGHTS))
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
-    return int(state["step"])
+    return step
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto": CUDA when available, else the CPU; otherwise the named device (checked)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device here")
+    return dev
 
 
 def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, resume: bool = False,
-        progress: bool = True, data_spec: dict | None = None) -> FitResult:
+        progress: bool = True, data_spec: dict | None = None, device: str | torch.device | None = None) -> FitResult:
     """Train ``model`` on ``data.train`` and write checkpoints and a JSONL log to ``out``.
 
     Stops after ``train_config.steps`` steps in total or ``train_config.minutes`` of wall time (whichever
     comes first), and on KeyboardInterrupt (after a final checkpoint, re-raising it). ``resume=True``
     continues from ``out``'s last checkpoint; a run directory that already holds a run is an error
     without it. ``data_spec`` (how to reload the data, e.g. ``{"spec": "gmm2d", "seed": 0}``) is saved
-    in config.json.
+    in config.json. ``device`` ("auto" by default: CUDA when available) is where the model, the data and the
+    optimizer live; with several processes each takes accelerate's device (its own GPU, or the CPU). Random
+    draws come from CPU generators seeded by (seed, rank, step) on every device (``dgm.rng``). CUDA runs
+    follow the same code path but were not exercised on a GPU in this repository's tests.
     """
-    cfg, out, dist = train_config, Path(out), _Dist()
+    cfg, out, dist = train_config, Path(out), _Dist(resolve_device(device))
     run_config = {
         "model": model.config(),
         "data": data_spec or {"spec": data.name},
@@ -235,7 +265,8 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
         "train": dataclasses.asdict(cfg),
     }
     prepare_run_dir(out, run_config, resume=resume, write=False)  # every rank checks before rank 0 writes
-    x = data.train
+    model.to(dist.device)
+    x = data.train.to(dist.device)
     per_rank, batch = _shard_batches(len(x), cfg.batch_size, dist)
     _check_model_fits_data(model, x)
     dist.barrier()
@@ -270,7 +301,7 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            xb = x[_batch_indices(step, **where)]
+            xb = x[_batch_indices(step, **where).to(dist.device)]
             loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, dist.rank, step))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller --lr")

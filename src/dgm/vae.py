@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgm import rng
 from dgm.hvae import HVAE
 from dgm.vae_parts import (
     LatentVariableModel,
@@ -107,5 +108,5 @@ class VAE(LatentVariableModel):
 
     def _decode_prior(self, n, generator):
         p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        z = rng.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
         return self.decode_raw(z)

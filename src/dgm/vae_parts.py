@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import rng
 from .gaussian import discretized_gaussian_log_prob  # noqa: F401  (E36, shared with the DDPM bound)
 
 DECODERS = ("gaussian", "bernoulli", "discretized")
@@ -83,7 +84,7 @@ def check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_
 
 def dynamic_binarize(x: torch.Tensor, generator=None) -> torch.Tensor:
     """A fresh binary draw b ~ Bernoulli((x + 1) / 2) of model-space gray levels, returned in {-1, 1}."""
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    u = rng.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.where(u < (x + 1) / 2, 1.0, -1.0).to(x.dtype)
 
 
@@ -111,7 +112,7 @@ def kl_normals(mean_q, log_std_q, mean_p, log_std_p) -> torch.Tensor:
 def reparameterize(mean, log_std, n: int | None = None, generator=None) -> torch.Tensor:
     """z = mean + std * eps, eps ~ N(0, I): (B, m) -> (B, m), or (n, B, m) when n is given."""
     shape = mean.shape if n is None else (n, *mean.shape)
-    eps = torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    eps = rng.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + torch.exp(log_std) * eps
 
 
@@ -178,9 +179,9 @@ class DecoderLikelihood(nn.Module):
         """x ~ p(x|z): gaussian adds noise; discretized adds noise, clamps and rounds to the bins;
         bernoulli returns values in {-1, 1}."""
         if self.decoder == "bernoulli":
-            u = torch.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+            u = rng.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype)
             return torch.where(u < torch.sigmoid(out), 1.0, -1.0).to(out.dtype)
-        eps = torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+        eps = rng.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
         x = out + torch.exp(self.get_log_std(out)) * eps
         return snap_to_bins(x, self.bins) if self.decoder == "discretized" else x
 
