@@ -186,7 +186,7 @@ def test_inception_fd_needs_a_local_weights_file(tmp_path):
         M.inception_fd(None, None, bad)
     fake_state = tmp_path / "state.pth"
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, fake_state)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="not pytorch-fid's Inception state dict: missing key"):
         M.inception_fd(None, None, fake_state)
 
 
