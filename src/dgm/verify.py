@@ -25,7 +25,7 @@ from .vae_analysis import blur_floor, encoder_log_prob, optimal_decoder, sample_
 
 __all__ = ["Row", "run_checks", "main", "demo_mixture"]
 
-Z = 4.0  # standard errors allowed in Monte Carlo rows
+Z = 5.0  # standard errors allowed in Monte Carlo rows (a false alarm about once in a million runs)
 
 
 @dataclass(frozen=True)
@@ -204,15 +204,25 @@ def check_vae_blur(g, n) -> list[Row]:
 
 
 def check_samplers(gm, g, n, levels) -> list[Row]:
+    """Each sampler driven by eps* against fresh data, relative to the two-sample floor.
+
+    SW1 between two samples of n points fluctuates by about its own size, so both the sampler's SW1 and
+    the floor are averaged over 4 independent reference sets.
+
+    Few-step samplers carry a discretization bias that does not shrink with n, so they run at NFE where it
+    is small: DDIM at 100, DPM-Solver++(2M) at 20 (benchmarks/RESULTS.md has the sweep).
+    """
     s = Schedule.linear(levels)
-    ref = gm.sample(n, g)
-    floor = sliced_wasserstein(ref, gm.sample(n, g), generator=torch.Generator().manual_seed(0))
+    refs = [gm.sample(n, g) for _ in range(4)]
+    proj = torch.Generator
+    floor = sum(sliced_wasserstein(gm.sample(n, g), ref, generator=proj().manual_seed(k))
+                for k, ref in enumerate(refs)) / len(refs)
     rows = []
-    for name, steps in (("ancestral", None), ("ddim", 50), ("dpm++2m", 10)):
+    for name, steps in (("ancestral", None), ("ddim", min(100, levels)), ("dpm++2m", min(20, levels))):
         assert name in SAMPLERS
         x = sample(lambda x, i: gm.eps_star(s, x, i), s, (n, 2), sampler=name, steps=steps, generator=g,
                    dtype=torch.float64)
-        sw = sliced_wasserstein(x, ref, generator=torch.Generator().manual_seed(0))
+        sw = sum(sliced_wasserstein(x, ref, generator=proj().manual_seed(k)) for k, ref in enumerate(refs)) / len(refs)
         nfe = steps or levels
         rows.append(Row(f"{name} ({nfe} NFE) driven by eps* recovers the mixture: SW1 / two-sample floor "
                         f"({floor:.4f}), n={n}", sw / floor, "< 2", sw / floor < 2))
