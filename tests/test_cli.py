@@ -19,15 +19,6 @@ TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim
              '[train]\nbatch_size = 32\nlog_every = 5\n')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets only lose from intra-op threads (and lose badly on a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _error(capsys, argv) -> str:

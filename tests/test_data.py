@@ -12,15 +12,6 @@ import torch
 
 from dgm.data import BUILTINS, DataSet, Scaling, load_data
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread; with several, OpenMP spin-waits dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 
 

@@ -8,15 +8,6 @@ import torch
 
 from dgm.nets import MLP, UNet, build_net, level_embedding
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread; with several, OpenMP spin-waits dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # Small nets keep the suite fast; the defaults are exercised by build_net round trips below.
 NETS = {
     "mlp": lambda: MLP(3, hidden=32, depth=2, emb_dim=16),

@@ -22,13 +22,6 @@ TINY = {"kind": "ddpm", "data_shape": [2], "levels": 50,
 DGM = [sys.executable, "-m", "dgm.cli"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets only lose from intra-op threads (and lose badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
