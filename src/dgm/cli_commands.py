@@ -13,7 +13,8 @@ import torch
 from dgm import checkpoint as ckpt
 
 DDPM_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels")
-TRAIN_FLAGS = {"steps": "steps", "minutes": "minutes", "batch_size": "batch_size", "lr": "lr", "seed": "seed"}
+TRAIN_FLAGS = {"steps": "steps", "minutes": "minutes", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
+               "mixed_precision": "mixed_precision"}
 CONFIG_TABLES = ("model", "train")
 
 

@@ -29,6 +29,7 @@ from dgm import checkpoint as ckpt
 from dgm.checkpoint import get_rng_state, prepare_run_dir, set_rng_state, truncate_log
 
 LR_DECAYS = ("none", "cosine")
+PRECISIONS = ("no", "bf16")
 MIN_LR_RATIO = 0.05  # where the cosine decay ends, as a fraction of lr
 
 
@@ -58,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
+    mixed_precision: str = "no"  # "bf16": the loss's forward pass under torch.autocast in bfloat16
 
     def __post_init__(self):
         def need(ok: bool, name: str, rule: str):
@@ -76,6 +78,7 @@ class TrainConfig:
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
         need(self.lr_decay in LR_DECAYS, "lr_decay", f"one of {LR_DECAYS}")
+        need(self.mixed_precision in PRECISIONS, "mixed_precision", f"one of {PRECISIONS}")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0), "grad_clip", "> 0")
         need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
@@ -302,7 +305,9 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             for group in optimizer.param_groups:
                 group["lr"] = lr
             xb = x[_batch_indices(step, **where).to(dist.device)]
-            loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, dist.rank, step))
+            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
+                loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, dist.rank, step))
+            loss = loss.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller --lr")
             optimizer.zero_grad(set_to_none=True)
