@@ -224,11 +224,13 @@ def test_vae_on_digits_end_to_end(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_with_accelerate(tmp_path, settings):
-    """Two gloo processes, each on its shard with batch 32, track one process with batch 64."""
+    """Two gloo processes, each on its shard with batch 32, track one process with batch 64.
+
+    accelerate 1.15 starts one process for ``--cpu --num_processes 2``; dgm starts the two (dgm.launch)."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     common = ["--data", "gmm2d", "--config", str(settings), "--steps", "150", "--no-progress"]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dgm.cli"]
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launch = [accelerate, "launch", "--cpu", "--num_processes", "2", "-m", "dgm.cli"]
     for attempt in range(2):  # one retry: gloo's rendezvous has aborted once on a heavily loaded machine
         shutil.rmtree(tmp_path / "two", ignore_errors=True)
         two = subprocess.run([*launch, "train", "ddpm", "--out", str(tmp_path / "two"), "--batch-size", "32",
@@ -237,6 +239,7 @@ def test_two_processes_with_accelerate(tmp_path, settings):
             break
         print(f"attempt {attempt}: two-process run failed; stderr head:\n{two.stderr[:3000]}")
     assert two.returncode == 0, two.stderr[:2000] + "\n...\n" + two.stderr[-2000:]
+    assert "starting 2 gloo processes" in two.stderr
     one = subprocess.run([*DGM, "train", "ddpm", "--out", str(tmp_path / "one"), "--batch-size", "64", *common],
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr
@@ -248,6 +251,8 @@ def test_two_processes_with_accelerate(tmp_path, settings):
     assert [r["step"] for r in logs["two"]] == [r["step"] for r in logs["one"]]
     late = {k: np.mean([r["loss"] for r in v[-10:]]) for k, v in logs.items()}
     early = np.mean([r["loss"] for r in logs["one"][:2]])
+    print(f"2 processes x {logs['two'][-1]['shard_size']} examples; late loss: one process {late['one']:.4f}, "
+          f"two {late['two']:.4f} (early {early:.4f})")
     assert late["two"] < early and abs(late["two"] - late["one"]) < 0.15 * late["one"]
 
 

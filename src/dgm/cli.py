@@ -21,7 +21,8 @@ TRAIN_EXAMPLES = """examples:
   dgm train ddpm --data gmm2d --out runs/gmm2d --resume --steps 8000   # continue to step 8000
 
 several processes (each trains on its shard; global batch = --batch-size x processes; on CPU they talk
-over gloo; `accelerate launch --cpu` alone starts only one process):
+over gloo; with --cpu, accelerate 1.15 starts one process and dgm starts the others, on Linux):
+  accelerate launch --cpu --num_processes 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
   accelerate launch --multi_gpu --num_processes 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
   torchrun --nproc-per-node 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
 
@@ -197,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2), already printed
         return stop.code if isinstance(stop.code, int) else 2
+    if args.func == "train":  # `accelerate launch --cpu --num_processes N` starts one process: start N
+        from dgm.launch import relaunch
+
+        if (workers := relaunch(sys.argv[1:] if argv is None else argv)) is not None:
+            return workers
     if os.environ.get("DGM_DEBUG"):
         return _run(args)
     try:
