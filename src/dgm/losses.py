@@ -139,6 +139,16 @@ def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | N
     return (s.L - 1) * term.mean()
 
 
+def _draw_noise(like: Tensor, generator) -> Tensor:
+    """Standard normal noise shaped like ``like``, drawn in float64 and cast to its dtype.
+
+    torch draws different numbers for float32 and float64 from the same seed (for 16 or more values), so
+    drawing in one dtype is what lets two bounds, one in float32 (a network) and one in float64 (eps* of a
+    mixture), share their noise and be compared example by example.
+    """
+    return rng.randn(like.shape, generator=generator, dtype=torch.float64, device=like.device).to(like.dtype)
+
+
 def _decoder_nll(s: Schedule, x0: Tensor, x0_hat: Tensor, bins: int | None) -> Tensor:
     """L_0 = -log p(x0 | x1) with variance sigma2(2) (Ho's clipped choice, E34/E36): shape (B,)."""
     var = s.sigma2[2].item() if s.L >= 2 else s.beta[1].item() ** 2
@@ -161,9 +171,11 @@ def vlb(
 ):
     """The full bound L_vb = L_L + sum_{i=2..L} L_{i-1} + L_0 in nats per example (EQUATIONS.md E34-E36).
 
-    One x_i draw per level and example; reverse variance sigma2(i) ("fixed small"), so each L_{i-1} is
-    lambda_i^eps |eps_hat - eps|^2 exactly (E27, E30). The decoder at level 1 is N(x0_hat(x_1, 1), sigma2(2))
-    for continuous data (``bins=None``) or its discretization to ``bins`` values in [-1, 1] (E36).
+    One x_i draw per level and example, the noise drawn in float64 whatever the dtype of ``x0`` (so a float32
+    network and a float64 oracle given the same seed see the same noise); reverse variance sigma2(i)
+    ("fixed small"), so each L_{i-1} is lambda_i^eps |eps_hat - eps|^2 exactly (E27, E30). The decoder at
+    level 1 is N(x0_hat(x_1, 1), sigma2(2)) for continuous data (``bins=None``) or its discretization to
+    ``bins`` values in [-1, 1] (E36).
     Levels are batched ``max_batch // B`` at a time. Returns (B,) float64, or with ``return_terms`` a
     dict with ``total``, ``prior`` (B,), ``decoder`` (B,) and ``levels`` (B, L + 1; KL at level i).
     """
@@ -179,7 +191,7 @@ def vlb(
         chunk = all_levels[start : start + per_call]
         i = torch.tensor(chunk, device=x0.device).repeat_interleave(B)
         x0_rep = x0.repeat((len(chunk),) + (1,) * (x0.ndim - 1))
-        eps = rng.randn(x0_rep.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = _draw_noise(x0_rep, generator)
         x_i = q_sample(s, x0_rep, i, eps)
         eps_hat = eps_fn(x_i, i)
         sq = sum_flat((eps_hat.double() - eps.double()) ** 2).reshape(len(chunk), B).cpu()
@@ -209,7 +221,7 @@ def vlb_reference(eps_fn, s: Schedule, x0: Tensor, *, bins=None, generator=None)
     total = prior_kl(s, x0).cpu()
     for lvl in range(1, s.L + 1):
         i = torch.full((x0.shape[0],), lvl, dtype=torch.long, device=x0.device)
-        eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = _draw_noise(x0, generator)
         x_i = q_sample(s, x0, i, eps)
         eps_hat = eps_fn(x_i, i).double()
         if lvl == 1:
