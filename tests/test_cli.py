@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from dgm import checkpoint as ckpt
@@ -163,6 +164,21 @@ def test_unknown_sampler(capsys, run, tmp_path):
 
 def test_bad_sample_suffix(capsys, run, tmp_path):
     assert ".npy or .png" in _error(capsys, ["sample", str(run), "-n", "4", "--out", str(tmp_path / "x.txt")])
+
+
+def test_sample_and_eval_on_a_named_device(capsys, run, tmp_path):
+    """--device cpu gives the same numbers as the default on a CPU-only machine; cuda without one is an error."""
+    for name, extra in (("a", []), ("b", ["--device", "cpu"])):
+        assert main(["sample", str(run), "-n", "20", "--out", str(tmp_path / f"{name}.npy"), "--steps", "5",
+                     "--sampler", "ddim", *extra]) == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--max-examples", "8", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_examples"] == 8
+    if not torch.cuda.is_available():
+        for command in (["sample", str(run), "-n", "2", "--out", str(tmp_path / "c.npy")], ["eval", str(run)]):
+            assert "no CUDA device" in _error(capsys, [*command, "--device", "cuda"])
+        assert not (tmp_path / "c.npy").exists()
 
 
 def test_eval_on_data_of_another_shape(capsys, run, tmp_path):

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help=f"DDPM sampler: {', '.join(SAMPLERS)} (default ancestral)")
     p.add_argument("--steps", type=_positive_int, help="DDPM denoiser calls (default: the sampler's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu or cuda")
     p.set_defaults(func="sample")
 
     p = sub.add_parser("eval", help="NLL and sample-quality metrics of a run", epilog=EVAL_EXAMPLES,
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="DDPM sampler for --metrics (default ancestral)")
     p.add_argument("--steps", type=_positive_int, help="DDPM denoiser calls for --metrics")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu or cuda")
     p.set_defaults(func="eval")
 
     p = sub.add_parser("report", help="an HTML page comparing runs", epilog=REPORT_EXAMPLES,

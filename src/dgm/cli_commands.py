@@ -136,7 +136,7 @@ def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | 
     """n samples in model space, drawn ``chunk`` at a time from one seeded generator."""
     kw = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
     g = torch.Generator().manual_seed(seed)
-    parts = [model.sample(min(chunk, n - k), generator=g, **kw) for k in range(0, n, chunk)]
+    parts = [model.sample(min(chunk, n - k), generator=g, **kw).cpu() for k in range(0, n, chunk)]
     return torch.cat(parts)
 
 
@@ -186,9 +186,12 @@ def save_png(path: Path, x: torch.Tensor, scaling) -> None:
 def sample(args: argparse.Namespace) -> int:
     """``dgm sample``: samples of a run's EMA model, in data space, to .npy or .png."""
     from dgm.data import Scaling
+    from dgm.train import resolve_device
 
     out = _check_out_file(args.out, (".npy", ".png"))
+    device = resolve_device(args.device)
     model, config = ckpt.load_model(Path(args.run))
+    model.to(device)
     scaling = Scaling.from_dict(config["scaling"])
     x = sample_model(model, args.n, seed=args.seed, sampler=args.sampler, steps=args.steps)
     if out.suffix.lower() == ".npy":
@@ -207,6 +210,6 @@ def evaluate(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
     result = evaluate_run(Path(args.run), data=args.data, metrics=metrics, n_samples=args.n_samples,
                           max_examples=args.max_examples, seed=args.seed, sampler=args.sampler,
-                          steps=args.steps)
+                          steps=args.steps, device=args.device)
     print(json.dumps(result))
     return 0

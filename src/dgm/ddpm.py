@@ -102,6 +102,7 @@ class DDPM(nn.Module):
         h = 1.0 / (self.bins - 1) if self.dequantize else 0.0
         clip = (-1.0 - h, 1.0 + h) if self.bins is not None else None
         kw.setdefault("clip", clip)
+        kw.setdefault("device", next(self.parameters()).device)
         return run_sampler(self.denoiser, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
                            generator=generator, **kw)
 

@@ -26,9 +26,10 @@ def evaluate_nll(model, data: torch.Tensor, *, scaling=None, batch_size: int = 2
     if len(data) == 0:
         raise ValueError("cannot evaluate an empty data set")
     model.eval()
+    device = next(model.parameters()).device
     sums: dict[str, float] = {}
     for batch in data.split(batch_size):
-        for key, value in model.evaluate(batch, generator=generator).items():
+        for key, value in model.evaluate(batch.to(device), generator=generator).items():
             sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value, dtype=torch.float64).sum())
     result = {key: total / len(data) for key, total in sums.items()}
     if scaling is not None and scaling.bins is None:
@@ -50,19 +51,24 @@ def data_nll(density, x: torch.Tensor, scaling) -> float:
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_samples: int = 1000,
                  max_examples: int | None = None, seed: int = 0, sampler: str | None = None,
-                 steps: int | None = None) -> dict:
+                 steps: int | None = None, device: str | torch.device | None = None) -> dict:
     """``dgm eval``: NLL of a run's EMA model on its held-out split (or every example of ``data``).
 
     Returns a JSON-able dict with ``nll_nats``, ``bits_per_dim``, for a VAE ``elbo_nats``, for data with a
     known density ``data_nll_nats``, and the sample-quality ``metrics`` (``dgm.metrics.quality_metrics``)
     of ``n_samples`` samples against the evaluation data (or 2 * ``n_samples`` draws of the known density).
-    ``max_examples`` limits the NLL evaluation, not the reference set of the metrics.
+    ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. ``device``: where the
+    model runs ("auto": CUDA when available); seeded draws come from CPU generators, so a seed gives the same
+    noise on every device.
     """
     from dgm import checkpoint as ckpt
     from dgm.cli_commands import load_run_data, sample_model
     from dgm.data import Scaling
+    from dgm.train import resolve_device
 
+    device = resolve_device(device)
     model, config = ckpt.load_model(Path(run_dir))
+    model.to(device)
     scaling = Scaling.from_dict(config["scaling"])
     if data is None:
         dataset = load_run_data(config["data"])
