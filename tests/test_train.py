@@ -231,15 +231,23 @@ def test_a_kill_between_weights_and_state_is_resumable(tmp_path):
     assert ckpt.load_state(out / ckpt.STATE)["step"] == 10 and not (out / ckpt.STATE_NEXT).exists()
 
 
-def test_bf16_mixed_precision_trains(tmp_path):
-    """mixed_precision="bf16" runs the forward pass under autocast; the loss stays finite and falls."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, precision):
+    """The forward pass under autocast: the loss stays finite and falls; fp16's loss scale is checkpointed."""
     data = load_data("gmm2d")
     net = {"kind": "mlp", "dim": 2, "hidden": 32, "depth": 1, "emb_dim": 16}
     model = build_model({"kind": "ddpm", "data_shape": [2], "net": net, "levels": 50})
-    cfg = TrainConfig(steps=60, batch_size=64, log_every=10, warmup_steps=5, mixed_precision="bf16")
+    cfg = TrainConfig(steps=60, batch_size=64, log_every=10, warmup_steps=5, mixed_precision=precision)
     result = fit(model, data, tmp_path / "r", train_config=cfg, progress=False)
     losses = [r["loss"] for r in _log(tmp_path / "r")]
     assert result.step == 60 and all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
+    state = ckpt.load_state(tmp_path / "r" / ckpt.STATE)
+    assert ("scaler" in state) == (precision == "fp16")
+    if precision == "fp16":
+        assert state["scaler"]["scale"] > 0
+        model = build_model({"kind": "ddpm", "data_shape": [2], "net": net, "levels": 50})
+        cfg = TrainConfig(steps=70, batch_size=64, log_every=10, warmup_steps=5, mixed_precision=precision)
+        assert fit(model, data, tmp_path / "r", train_config=cfg, progress=False, resume=True).step == 70
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8")

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
                    "images, whose small tensors only lose from threading; torch's default otherwise)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu or cuda")
-    p.add_argument("--mixed-precision", choices=["no", "bf16"], help="bf16: autocast the forward pass")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"],
+                   help="autocast the forward pass (fp16 with loss scaling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func="train")
 

@@ -29,7 +29,8 @@ from dgm import checkpoint as ckpt
 from dgm.checkpoint import get_rng_state, prepare_run_dir, set_rng_state, truncate_log
 
 LR_DECAYS = ("none", "cosine")
-PRECISIONS = ("no", "bf16")
+PRECISIONS = ("no", "bf16", "fp16")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_LR_RATIO = 0.05  # where the cosine decay ends, as a fraction of lr
 
 
@@ -59,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
-    mixed_precision: str = "no"  # "bf16": the loss's forward pass under torch.autocast in bfloat16
+    mixed_precision: str = "no"  # "bf16" / "fp16": the forward pass under torch.autocast (fp16 with loss scaling)
 
     def __post_init__(self):
         def need(ok: bool, name: str, rule: str):
@@ -197,22 +198,25 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.copy_(m)
 
 
-def _save(out: Path, model, ema, optimizer, step: int) -> None:
+def _save(out: Path, model, ema, optimizer, step: int, scaler=None) -> None:
     """Write a checkpoint that a SIGKILL at any moment leaves resumable.
 
-    1. state.next.pt (optimizer, RNG, step), 2. model.safetensors (model and EMA weights, step), 3. rename
-    state.next.pt to state.pt; each file is written to a temporary file and renamed into place. Killed
-    before 2, the old weights and state.pt agree; between 2 and 3, the new weights and state.next.pt do.
+    1. state.next.pt (optimizer, RNG, step, fp16 loss scale), 2. model.safetensors (model and EMA weights,
+    step), 3. rename state.next.pt to state.pt; each file is written to a temporary file and renamed into
+    place. Killed before 2, the old weights and state.pt agree; between 2 and 3, the new weights and
+    state.next.pt do.
     """
-    ckpt.save_state(out / ckpt.STATE_NEXT, {"step": step, "optimizer": optimizer.state_dict(),
-                                            "rng": get_rng_state()})
+    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": get_rng_state()}
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    ckpt.save_state(out / ckpt.STATE_NEXT, state)
     tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.state_dict().items()}
     ckpt.save_weights(out / ckpt.WEIGHTS, tensors, step=step, kind=model.kind)
     os.replace(out / ckpt.STATE_NEXT, out / ckpt.STATE)
 
 
-def _restore(out: Path, model, ema, optimizer) -> int:
+def _restore(out: Path, model, ema, optimizer, scaler=None) -> int:
     """Load the last checkpoint of ``out`` into model/ema/optimizer and the global RNGs; return its step.
 
     The state is state.pt, or state.next.pt when the run was killed after writing the weights of a
@@ -230,6 +234,8 @@ def _restore(out: Path, model, ema, optimizer) -> int:
     ckpt.load_into(model, ckpt.split_prefix(tensors, "model"), str(out / ckpt.WEIGHTS))
     ckpt.load_into(ema, ckpt.split_prefix(tensors, "ema"), str(out / ckpt.WEIGHTS))
     optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and scaler.is_enabled() and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return step
 
@@ -276,9 +282,11 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fp16 scales the loss so small gradients survive (a no-op for "no" and "bf16")
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.mixed_precision == "fp16")
     ema = copy.deepcopy(model).requires_grad_(False)
     if resume:
-        step = _restore(out, model, ema, optimizer)
+        step = _restore(out, model, ema, optimizer, scaler)
     else:
         dist.broadcast_(model)
         ema.load_state_dict(model.state_dict())
@@ -288,7 +296,7 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
         if resume:
             truncate_log(out / ckpt.LOG, step)
         else:
-            _save(out, model, ema, optimizer, step)
+            _save(out, model, ema, optimizer, step, scaler)
     where = dict(n=len(x), per_rank=per_rank, batch=batch, seed=cfg.seed, dist=dist)
     bar = tqdm(total=cfg.steps, initial=step, file=sys.stderr, disable=not (progress and dist.main),
                dynamic_ncols=True, desc=f"train {model.kind}")
@@ -305,20 +313,23 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             for group in optimizer.param_groups:
                 group["lr"] = lr
             xb = x[_batch_indices(step, **where).to(dist.device)]
-            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
+            with torch.autocast(dist.device.type, dtype=AUTOCAST.get(cfg.mixed_precision),
+                                enabled=cfg.mixed_precision in AUTOCAST):
                 loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, dist.rank, step))
             loss = loss.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller --lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if dist.world > 1:
                 flat = dist.mean_(torch.cat([g.reshape(-1) for g in grads]))
                 parts = flat.split([g.numel() for g in grads])
                 torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(parts, grads, strict=True)])
+            scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped by fp16's scaler when a gradient overflowed
+            scaler.update()
             _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
             bar.update(1)
@@ -336,17 +347,17 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
                     log.write(json.dumps(record) + "\n")
                     log.flush()
             if step % cfg.checkpoint_every == 0 and dist.main and step < cfg.steps:
-                _save(out, model, ema, optimizer, step)
+                _save(out, model, ema, optimizer, step, scaler)
     except KeyboardInterrupt:
         if dist.main:
-            _save(out, model, ema, optimizer, step)
+            _save(out, model, ema, optimizer, step, scaler)
         raise
     finally:
         bar.close()
         if log:
             log.close()
     if dist.main:
-        _save(out, model, ema, optimizer, step)
+        _save(out, model, ema, optimizer, step, scaler)
     dist.barrier()
     return FitResult(step=step, stopped=stopped, loss=last_loss, seconds=time.monotonic() - t0, ema=ema,
                      main=dist.main)
