@@ -3,17 +3,19 @@
 Three families, told apart by the data's ``Scaling``: 2-D (or any D) ``vector`` data, ``small_image``
 (side <= 16, e.g. the 8x8 digits) and ``image`` (e.g. 28x28 MNIST).
 
-Measured on gmm2d (``dgm train ddpm --data gmm2d``, 6000 steps: 53 s of training on one thread of a busy
-2-core machine), against the exact eps* of the mixture with the same schedule and sampler:
+Measured on gmm2d (``dgm train ddpm --data gmm2d --minutes 2``: the recipe's 10,000 steps in 93 s on one
+thread), against the exact eps* of the mixture with the same schedule and sampler
+(``benchmarks/recipe_vs_oracle.py``; SW1 of 20,000 samples averaged over 4 reference sets):
 
-    sampler (NFE)         samples   SW1 model   SW1 eps*   ratio
-    dpm++2m (20)           20,000      0.0178     0.0079    2.25
-    ddim (50)              20,000      0.0178     0.0091    1.96
-    ancestral (1000)        5,000      0.0237     0.0153    1.55
-    variational bound on the 2,000 held-out points: 1.5785 vs 1.5576 nats (model space), gap 0.021 nats.
+    sampler (NFE)      SW1 model   SW1 eps*   ratio
+    ancestral (1000)      0.0165     0.0099    1.66
+    ddim (50)             0.0183     0.0120    1.53
+    dpm++2m (20)          0.0176     0.0109    1.61
+    variational bound on the 2,000 held-out points, 4 paired noise draws: 1.5146 vs 1.4801 nats (model
+    space), gap 0.0345 +- 0.0042 nats.
 
-The same net predicting eps with the linear schedule (6000 steps) reached 3.8x (dpm++2m), 3.6x (ddim),
-1.8x (ancestral) and a 0.068-nat gap.
+Earlier single-estimate runs of the same net predicting eps with the linear schedule (6000 steps) were
+about 2x worse in SW1 with ddim and dpm++2m; see the note at DDPM_VECTOR.
 """
 
 from __future__ import annotations
