@@ -232,10 +232,12 @@ def test_vae_on_digits_end_to_end(capsys, tmp_path):
     assert "sampler" in _error(capsys, ["sample", str(out), "-n", "4", "--out", str(tmp_path / "x.npy"),
                                         "--sampler", "ddim"])
     capsys.readouterr()
-    assert main(["eval", str(out), "--max-examples", "20"]) == 0
+    assert main(["eval", str(out), "--max-examples", "20", "--metrics", "fd", "--n-samples", "400"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["nll_nats"] <= result["elbo_nats"] + 1e-6
     assert "data_nll_nats" not in result
+    # FD against all 1,797 digits (not the 180 held out): 400 samples against 400 of the other half
+    assert result["reference"] == "all data" and result["n_compared"] == 400 and result["n_reference"] == 899
 
 
 @pytest.mark.slow

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "density) and the metrics asked for.", formatter_class=fmt)
     p.add_argument("run", metavar="DIR", help="the run directory")
     p.add_argument("--data", help="evaluate every example of DATA (default: the run's held-out split)")
-    p.add_argument("--metrics", help="comma-separated: fd, kid, precision, recall, sw, mmd")
+    p.add_argument("--metrics", help="comma-separated: fd, kid, precision, recall, sw, mmd (against the "
+                   "known density, else all the run's data, or --data)")
     p.add_argument("--n-samples", type=_positive_int, default=1000, help="samples for --metrics (1000)")
     p.add_argument("--max-examples", type=_positive_int, help="NLL on at most this many examples")
     p.add_argument("--sampler", help="DDPM sampler for --metrics (default ancestral)")
