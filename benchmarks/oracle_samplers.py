@@ -13,8 +13,8 @@ import time
 import torch
 
 import dgm
-from dgm.metrics import sliced_wasserstein
-from dgm.verify import demo_mixture
+from dgm.evaluation.metrics import sliced_wasserstein
+from dgm.evaluation.verify import demo_mixture
 
 
 def diffusers_dpmpp(eps_fn, n: int, steps: int, seed: int) -> torch.Tensor:

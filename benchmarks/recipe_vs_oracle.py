@@ -18,9 +18,9 @@ import time
 import torch
 
 import dgm
-from dgm.checkpoint import load_model
-from dgm.cli_commands import load_run_data
-from dgm.metrics import sliced_wasserstein
+from dgm.data.spec import load_run_data
+from dgm.evaluation.metrics import sliced_wasserstein
+from dgm.runs.checkpoint import load_model
 
 
 def mixture_in_model_space(path: str, scaling) -> dgm.GaussianMixture:

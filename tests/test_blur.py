@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dgm.blur import blur_report, sharpness
-from dgm.vae import HVAE, VAE
-from dgm.vae_analysis import optimal_decoder
+from dgm.models.vae import HVAE, VAE
+from dgm.models.vae.analysis import optimal_decoder
+from dgm.models.vae.blur import blur_report, sharpness
 
 torch.set_num_threads(1)
 

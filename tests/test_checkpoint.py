@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dgm import checkpoint as ckpt
 from dgm.models import build_model
+from dgm.runs import checkpoint as ckpt
 
 TINY = {"kind": "ddpm", "data_shape": [2], "levels": 20,
         "net": {"kind": "mlp", "dim": 2, "hidden": 8, "depth": 1, "emb_dim": 8}}

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dgm import checkpoint as ckpt
 from dgm.cli import main
+from dgm.runs import checkpoint as ckpt
 
 DGM = [sys.executable, "-m", "dgm.cli"]
 TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim = 8\n'
@@ -275,7 +275,7 @@ def test_two_processes_with_accelerate(tmp_path, settings):
 
 
 def test_builtin_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
-    from dgm.cli_commands import data_spec
+    from dgm.cli.commands import data_spec
 
     (tmp_path / "gmm2d").mkdir()
     monkeypatch.chdir(tmp_path)

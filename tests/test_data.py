@@ -42,7 +42,7 @@ def test_toy_sets_are_standardised_2d_vectors(name):
 def test_gmm2d_density_is_in_model_space():
     d = load_data("gmm2d")
     x = d.heldout[:500].double()
-    from dgm.data import _builtin
+    from dgm.data.dataset import _builtin
 
     _, _, data_density = _builtin("gmm2d")
     data = torch.from_numpy(d.scaling.to_data(x))

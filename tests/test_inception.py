@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from dgm import inception as I
-from dgm import metrics as M
+from dgm.evaluation import inception as I
+from dgm.evaluation import metrics as M
 
 # The BasicConv2d modules of pytorch-fid's fid_inception_v3(): torchvision's Inception3 without the
 # aux head, with the FID-patched Mixed blocks (same submodule names as torchvision's blocks).

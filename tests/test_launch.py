@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dgm.launch import _exit_status, parent_argv, plan
+from dgm.training.launch import _exit_status, parent_argv, plan
 
 ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "OMP_NUM_THREADS": "1"}
 PYTHON = "/venv/bin/python3"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import dgm
-from dgm.losses import eps_weight, level_weights, vlb_reference
+from dgm.core.losses import eps_weight, level_weights, vlb_reference
 
 
 def test_eps_weight_values_from_equation_sheet():
@@ -90,7 +90,7 @@ def test_bits_per_dim():
 
 
 def test_discretized_gaussian_sums_to_one():
-    from dgm.gaussian import discretized_gaussian_log_prob
+    from dgm.core.gaussian import discretized_gaussian_log_prob
 
     bins = 17
     values = torch.linspace(-1, 1, bins, dtype=torch.float64)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dgm import features as feat
-from dgm import metrics as M
+from dgm.evaluation import features as feat
+from dgm.evaluation import metrics as M
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import dgm
-from dgm.diffusion import at_level
+from dgm.core.forward import at_level
 
 
 @pytest.fixture

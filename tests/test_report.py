@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dgm import demo
 from dgm.cli import main as cli_main
 from dgm.data import load_data
 from dgm.models import build_model
-from dgm.recipes import recipe
-from dgm.report import build_report
-from dgm.train import TrainConfig, fit
+from dgm.report import demo
+from dgm.report.html import build_report
+from dgm.training.loop import TrainConfig, fit
+from dgm.training.recipes import recipe
 
 SECTIONS = ("summary", "loss", "blur", "samples", "neighbours", "forward", "reverse", "nfe", "density")
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

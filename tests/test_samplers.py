@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import dgm
-from dgm.metrics import sliced_wasserstein
+from dgm.evaluation.metrics import sliced_wasserstein
 from dgm.samplers import level_grid, sample_ddim, sample_dpmpp_2m
 
 SAMPLER_STEPS = [("ancestral", None), ("ancestral", 25), ("ddim", 25), ("dpm++2m", 10)]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgm import checkpoint as ckpt
 from dgm.data import load_data
 from dgm.models import build_model
-from dgm.train import TrainConfig, _batch_indices, _ema_update, fit
+from dgm.runs import checkpoint as ckpt
+from dgm.training.loop import TrainConfig, _batch_indices, _ema_update, fit
 
 TINY = {"kind": "ddpm", "data_shape": [2], "levels": 50,
         "net": {"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1, "emb_dim": 8}}
@@ -181,7 +181,7 @@ def test_dequantized_ddpm_bound_is_a_valid_discrete_bound():
     """With dequantize the bound is E_u L_vb(x0 + u) - D log(2h) >= -log P(x0) of the discrete data (E37)."""
     import math
 
-    from dgm.ddpm import DDPM
+    from dgm.models.ddpm import DDPM
 
     torch.manual_seed(0)
     net = {"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1, "emb_dim": 8}
@@ -198,7 +198,7 @@ def test_dequantized_ddpm_bound_is_a_valid_discrete_bound():
 
 
 def test_device_resolution():
-    from dgm.train import resolve_device
+    from dgm.training.loop import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,7 +211,7 @@ def test_device_resolution():
 
 def test_a_kill_between_weights_and_state_is_resumable(tmp_path):
     """The window of train._save between writing the weights and renaming the state: resume still works."""
-    from dgm.train import _restore, _save
+    from dgm.training.loop import _restore, _save
 
     data = load_data("gmm2d")
     net = {"kind": "mlp", "dim": 2, "hidden": 8, "depth": 1, "emb_dim": 8}

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from dgm.models import build_model
-from dgm.vae import HVAE, VAE
-from dgm.vae_parts import DecoderLikelihood, kl_normals, log_normal
+from dgm.models.vae import HVAE, VAE
+from dgm.models.vae.base import DecoderLikelihood, kl_normals, log_normal
 
 torch.set_num_threads(1)
 
@@ -268,7 +268,7 @@ def test_discretized_mean_and_gradients():
     """The discretized decoder's mean is sum_k x_k P(x_k), inside [-1, 1]; its log-likelihood has finite
     gradients in float32 even where a bin is many stds from the mean (the end bins included), and agrees
     with dgm.gaussian's."""
-    from dgm.gaussian import discretized_gaussian_log_prob
+    from dgm.core.gaussian import discretized_gaussian_log_prob
 
     bins = 9
     lik = DecoderLikelihood("discretized", "learned", bins, [1])
@@ -285,7 +285,7 @@ def test_discretized_mean_and_gradients():
 
 def test_dynamic_binarization():
     """binarize=True: each batch is a fresh Bernoulli((x + 1) / 2) draw; only with the bernoulli decoder."""
-    from dgm.vae_parts import dynamic_binarize
+    from dgm.models.vae.base import dynamic_binarize
 
     g = torch.Generator().manual_seed(0)
     x = torch.full((20000, 1), 0.5)  # gray level 0.5 in model space: P(white) = 0.75

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import dgm
-from dgm.vae_analysis import decoder_weights, sample_aggregate_posterior
+from dgm.models.vae.analysis import decoder_weights, sample_aggregate_posterior
 
 
 def test_optimal_decoder_averages_and_is_the_mse_minimizer(gen):

@@ -1,6 +1,6 @@
 """`dgm verify` passes every row on a small budget (the full run is `dgm verify`)."""
 
-from dgm.verify import format_table, main, run_checks
+from dgm.evaluation.verify import format_table, main, run_checks
 
 
 def test_every_check_passes_small():

@@ -3,10 +3,10 @@
 The public API of shared/SPEC.md. Levels i = 0..L, level 0 is the data; beta_i is a standard deviation.
 """
 
-from .diffusion import posterior, prior_kl, q_sample, q_step
-from .losses import bits_per_dim, loss_ddpm, loss_simple, vlb
-from .oracle import GaussianMixture
-from .parameterization import (
+from dgm.core.forward import prior_kl, q_sample, q_step
+from dgm.core.losses import bits_per_dim, loss_ddpm, loss_simple, vlb
+from dgm.core.oracle import GaussianMixture
+from dgm.core.parameterization import (
     Denoiser,
     eps_to_mean,
     eps_to_score,
@@ -16,9 +16,10 @@ from .parameterization import (
     v_to_x0,
     x0_to_eps,
 )
-from .samplers import SAMPLERS, ddim_step, sample
-from .schedule import Schedule
-from .vae_analysis import blur_floor, optimal_decoder
+from dgm.core.reverse import posterior
+from dgm.core.schedule import Schedule
+from dgm.models.vae.analysis import blur_floor, optimal_decoder
+from dgm.samplers import SAMPLERS, ddim_step, sample
 
 __version__ = "0.1.0"
 

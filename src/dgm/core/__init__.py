@@ -1,0 +1,2 @@
+"""The book's mathematics, torch only: schedule, Normal toolkit, forward process, reverse kernel and
+variances, parameterizations and the Denoiser, losses and bounds, the mixture oracle, seeded draws."""

@@ -1,0 +1,1 @@
+"""Likelihood evaluation, sample-quality metrics and their feature nets, and ``dgm verify``."""

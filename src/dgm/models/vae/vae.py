@@ -1,0 +1,111 @@
+"""The Gaussian VAE of EQUATIONS.md section 3 (E7-E13): encoder q(z|x) = N(m(x), diag s(x)^2), prior
+p(z) = N(0, I), decoder p(x|z) gaussian / bernoulli / discretized (see `dgm.vae_parts`).
+
+Trained on the ELBO (E10) with an analytic KL (E13), evaluated with the IWAE bound (E13). The
+hierarchical model lives in `dgm.models.vae.hvae`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dgm.core import rng
+from dgm.models.vae.base import (
+    LatentVariableModel,
+    build_decoder_net,
+    build_trunk,
+    check_common,
+    check_positive_int,
+    kl_normals,
+    log_normal,
+    reparameterize,
+    sum_except_batch,
+)
+
+__all__ = ["VAE"]
+
+
+class VAE(LatentVariableModel):
+    """A VAE with one Gaussian latent layer; follows the model protocol of docs/ARCHITECTURE.md.
+
+    Config (the constructor's keywords; `config()` returns them with `kind="vae"`):
+    - `data_shape`: one example's shape, (D,) for vectors or (C, H, W) for images;
+    - `latent_dim`: m > 0;
+    - `arch`: "mlp" (any data, flattened) or "conv" (images; stride-2 convs, 28 -> 14 -> 7);
+    - `hidden`: widths of the MLP layers, or channels per conv stage (an int means [int, int]);
+    - `decoder`: "gaussian", "bernoulli" or "discretized"; `decoder_std`: a fixed std or "learned"
+      (a global learned log-std per data dim); `bins`: K values per dim for "discretized";
+    - `beta`: weight of the KL; `kl_warmup_steps`: linear warm-up of that weight from 0 (0 = none);
+    - `binarize`: dynamic binarization for the bernoulli decoder: every batch (training and evaluation)
+      is a fresh draw b ~ Bernoulli((x + 1) / 2) of the gray levels (Salakhutdinov & Murray 2008).
+    """
+
+    kind = "vae"
+
+    def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
+                 hidden: Sequence[int] | int = (256, 256), decoder: str = "gaussian",
+                 decoder_std: float | str = "learned", bins: int | None = None, beta: float = 1.0,
+                 kl_warmup_steps: int = 0, binarize: bool = False):
+        super().__init__()
+        cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps,
+                           binarize)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self._setup(cfg)
+        trunk, width = build_trunk(arch, self.data_shape, cfg["hidden"])
+        self.encoder = nn.Sequential(trunk, nn.Linear(width, 2 * self.latent_dim))
+        self.decoder_net = build_decoder_net(arch, self.latent_dim, self.data_shape, cfg["hidden"])
+
+    def config(self) -> dict:
+        """JSON-able config; `VAE(**{k: v for k, v in config.items() if k != "kind"})` rebuilds it."""
+        return {"kind": self.kind, **self._common_config(), "latent_dim": self.latent_dim}
+
+    def encode_log_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) as (mean, log_std), each (B, m); x: (B, *data_shape)."""
+        mean, log_std = self.encoder(x).chunk(2, dim=-1)
+        return mean, log_std
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) = N(mean, diag std^2) as (mean, std), each (B, m); x: (B, *data_shape)."""
+        mean, log_std = self.encode_log_std(x)
+        return mean, torch.exp(log_std)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder net's output (B, *data_shape): the mean, or the logits for bernoulli; z: (B, m)."""
+        return self.decoder_net(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder mean E[x|z] in model space, (B, *data_shape); z: (B, m)."""
+        return self.likelihood.mean(self.decode_raw(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, n: int = 1, generator=None) -> torch.Tensor:
+        """n reconstructions per example, (n, B, *data_shape): z ~ q(z|x) decoded to E[x|z]."""
+        mean, log_std = self.encode_log_std(x)
+        z = reparameterize(mean, log_std, check_positive_int("n", n), generator)  # (n, B, m)
+        return self.decode(z.flatten(0, 1)).unflatten(0, (n, x.shape[0]))
+
+    def _elbo_terms(self, x, generator):
+        """One-sample E_q log p(x|z) and the analytic KL(q(z|x) || N(0, I)) of E13, each (B,)."""
+        mean, log_std = self.encode_log_std(x)
+        z = reparameterize(mean, log_std, generator=generator)
+        recon = self.likelihood.log_prob(x, self.decode_raw(z))
+        kl = sum_except_batch(kl_normals(mean, log_std, torch.zeros_like(mean), torch.zeros_like(log_std)))
+        return recon, [kl]
+
+    def _log_weights(self, x, k, generator):
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k draws z_k ~ q(z|x) (E13): (k, B)."""
+        mean, log_std = self.encode_log_std(x)
+        z = reparameterize(mean, log_std, k, generator)  # (k, B, m)
+        out = self.decode_raw(z.flatten(0, 1)).unflatten(0, (k, x.shape[0]))
+        zeros = torch.zeros_like(z)
+        log_pz = log_normal(z, zeros, zeros).sum(-1)
+        log_qz = log_normal(z, mean, log_std).sum(-1)
+        return self.likelihood.log_prob(x, out) + log_pz - log_qz
+
+    def _decode_prior(self, n, generator):
+        p = next(self.parameters())
+        z = rng.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        return self.decode_raw(z)

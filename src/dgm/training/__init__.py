@@ -1,0 +1,1 @@
+"""Training: the loop (fit), its configuration, distributed launch and the default recipes."""
