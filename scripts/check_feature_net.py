@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dgm.features import CARD_FILE, features, read_idx_gz
-from dgm.metrics import frechet_distance, kid, precision_recall
+from dgm.evaluation.features import CARD_FILE, features, read_idx_gz
+from dgm.evaluation.metrics import frechet_distance, kid, precision_recall
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from dgm.features import (
+from dgm.evaluation.features import (
     ARCHITECTURES,
     CARD_FILE,
     DIGITS_N_TRAIN,
