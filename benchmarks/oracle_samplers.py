@@ -13,7 +13,7 @@ import time
 import torch
 
 import dgm
-from dgm.evaluation.metrics import sliced_wasserstein
+from dgm.evaluation.distances import sliced_wasserstein
 from dgm.evaluation.verify import demo_mixture
 
 

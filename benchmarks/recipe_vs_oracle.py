@@ -19,7 +19,7 @@ import torch
 
 import dgm
 from dgm.data.spec import load_run_data
-from dgm.evaluation.metrics import sliced_wasserstein
+from dgm.evaluation.distances import sliced_wasserstein
 from dgm.runs.checkpoint import load_model
 
 

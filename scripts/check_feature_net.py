@@ -5,7 +5,7 @@
 For each data set (scikit-learn digits, all 1797; MNIST t10k, all 10000 if the files are there) the
 images are split at random (seed 0) into halves A and B, and A is compared with B (the floor), with B
 blurred by a Gaussian of std 0.5 and 1 pixel, and with uniform noise in [-1, 1], all in the feature
-space of dgm.features. Prints a table; --write-card stores it under "sanity" in the asset card.
+space of dgm.evaluation.features. Prints a table; --write-card stores it under "sanity" in the asset card.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dgm.evaluation.features import CARD_FILE, features, read_idx_gz
-from dgm.evaluation.metrics import frechet_distance, kid, precision_recall
+from dgm.data.files import read_idx
+from dgm.evaluation.distances import frechet_distance, kid, precision_recall
+from dgm.evaluation.features import CARD_FILE, features
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def load(name: str, mnist_dir: Path) -> torch.Tensor | None:
 
         return torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
     path = mnist_dir / "t10k-images-idx3-ubyte.gz"
-    return read_idx_gz(path).float().unsqueeze(1) / 127.5 - 1.0 if path.is_file() else None
+    return torch.from_numpy(read_idx(path)).float().unsqueeze(1) / 127.5 - 1.0 if path.is_file() else None
 
 
 def sanity_table(x: torch.Tensor, seed: int = 0) -> list[dict]:

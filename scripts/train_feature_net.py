@@ -1,4 +1,4 @@
-"""Train the shipped digit feature nets (dgm.features) and write their weights and card.
+"""Train the shipped digit feature nets (dgm.evaluation.features) and write their weights and card.
 
     .venv/bin/python scripts/train_feature_net.py [--mnist-dir ../shared/data/mnist] [--seed 0]
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     old = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card = {
         "name": "dgm digit feature nets",
-        "purpose": "offline feature space for FD/KID/precision-recall of generated digits (dgm.metrics)",
+        "purpose": "offline feature space for FD/KID/precision-recall of generated digits (dgm.evaluation.metrics)",
         "weights": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "feature_dim": FEATURE_DIM,

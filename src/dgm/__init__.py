@@ -3,8 +3,9 @@
 The public API of shared/SPEC.md. Levels i = 0..L, level 0 is the data; beta_i is a standard deviation.
 """
 
+from dgm.core.bound import bits_per_dim, vlb
 from dgm.core.forward import prior_kl, q_sample, q_step
-from dgm.core.losses import bits_per_dim, loss_ddpm, loss_simple, vlb
+from dgm.core.losses import loss_ddpm, loss_simple
 from dgm.core.oracle import GaussianMixture
 from dgm.core.parameterization import (
     Denoiser,

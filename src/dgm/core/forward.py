@@ -1,7 +1,8 @@
 """The fixed forward process: one step, the perturbation kernel and the prior term (EQUATIONS.md E17-E20, E35).
 
 Levels ``i`` are an int or a LongTensor of shape (B,) with values in 1..L; per-level factors broadcast over
-the trailing dimensions of ``x``.
+the trailing dimensions of ``x``. The perturbation kernel, and every conversion built on
+:func:`signal_and_noise`, also takes fractional levels: a float tensor of levels in [0, L].
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import Tensor
 from dgm.core.gaussian import append_dims, sum_flat
 from dgm.core.schedule import Schedule
 
-__all__ = ["at_level", "check_levels", "q_step", "q_sample", "prior_kl"]
+__all__ = ["at_level", "check_levels", "signal_and_noise", "q_step", "q_sample", "prior_kl"]
 
 
 def at_level(vec: Tensor, i, like: Tensor) -> Tensor:
@@ -30,8 +31,23 @@ def at_level(vec: Tensor, i, like: Tensor) -> Tensor:
     return append_dims(vec[i].to(dtype=like.dtype, device=like.device), like.ndim)
 
 
-def check_levels(s: Schedule, i, *tensors: Tensor) -> None:
-    s.check_level(i)
+def signal_and_noise(s: Schedule, i, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(alpha_bar_i, sigma_bar_i) broadcast over ``like``: the tables at integer levels, the schedule's
+    interpolation (:meth:`Schedule.alpha_bar_at`) at fractional ones (a float tensor of levels)."""
+    if isinstance(i, Tensor) and i.is_floating_point():
+        if i.ndim not in (0, 1) or (i.ndim == 1 and i.shape[0] != like.shape[0]):
+            raise ValueError(f"levels must have shape ({like.shape[0]},) to match x, got {tuple(i.shape)}")
+        a = s.alpha_bar_at(i)
+        sigma = torch.sqrt(1.0 - a**2)
+        ndim = like.ndim if i.ndim == 1 else 0
+        return (append_dims(a.to(dtype=like.dtype, device=like.device), ndim),
+                append_dims(sigma.to(dtype=like.dtype, device=like.device), ndim))
+    return at_level(s.alpha_bar, i, like), at_level(s.sigma_bar, i, like)
+
+
+def check_levels(s: Schedule, i, *tensors: Tensor, fractional: bool = False) -> None:
+    """Raise ValueError unless the levels ``i`` lie in 1..L (fractional: [0, L]) and the tensors' shapes agree."""
+    s.check_level(i, fractional=fractional)
     shape = tensors[0].shape
     for t in tensors[1:]:
         if t.shape != shape:
@@ -49,8 +65,9 @@ def q_sample(s: Schedule, x0: Tensor, i, eps: Tensor) -> Tensor:
 
     The seed post drops the square root on the noise coefficient (erratum 18).
     """
-    check_levels(s, i, x0, eps)
-    return at_level(s.alpha_bar, i, x0) * x0 + at_level(s.sigma_bar, i, x0) * eps
+    check_levels(s, i, x0, eps, fractional=True)
+    a, sigma = signal_and_noise(s, i, x0)
+    return a * x0 + sigma * eps
 
 
 def prior_kl(s: Schedule, x0: Tensor) -> Tensor:

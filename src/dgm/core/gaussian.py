@@ -1,7 +1,9 @@
-"""Normal-distribution helpers shared by the diffusion and VAE code (EQUATIONS.md E13, E27, E36).
+"""The one Normal toolkit of dgm, shared by the diffusion and VAE code (EQUATIONS.md E10, E13, E27, E36).
 
-All functions are elementwise: they return a tensor shaped like the broadcast of their inputs, and the
-caller sums over the data dimensions with :func:`sum_flat`.
+Densities and KLs are elementwise: they return a tensor shaped like the broadcast of their inputs, and the
+caller sums over the data dimensions with :func:`sum_flat`. A Gaussian is given either by a variance
+(``normal_log_prob``, ``normal_kl``: the diffusion code, whose variances are per-level tables) or by a
+log standard deviation (``*_from_log_std``: the VAE code, whose networks output log-stds).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from torch import Tensor
 from dgm.core import rng
 
 __all__ = [
+    "LOG_2PI",
     "append_dims",
     "sum_flat",
     "normal_kl",
-    "std_normal_kl",
+    "normal_kl_from_log_std",
     "normal_log_prob",
+    "normal_log_prob_from_log_std",
     "discretized_gaussian_log_prob",
     "reparameterize",
 ]
@@ -34,9 +38,9 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(v.shape + (1,) * extra)
 
 
-def sum_flat(x: Tensor) -> Tensor:
-    """Sum over every dimension but the first: (B, ...) -> (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+def sum_flat(x: Tensor, batch_dims: int = 1) -> Tensor:
+    """Sum over every dimension but the first ``batch_dims``: (*batch, ...) -> (*batch,)."""
+    return x.reshape(*x.shape[:batch_dims], -1).sum(dim=-1)
 
 
 def normal_kl(mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor) -> Tensor:
@@ -46,15 +50,22 @@ def normal_kl(mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor) -> Tenso
     return 0.5 * (var1 / var2 - 1.0 + torch.log(var2) - torch.log(var1) + (mean1 - mean2) ** 2 / var2)
 
 
-def std_normal_kl(mean: Tensor, log_std: Tensor) -> Tensor:
-    """KL(N(mean, exp(log_std)^2) || N(0, 1)) per coordinate: (m^2 + s^2 - 1 - log s^2) / 2 (E13)."""
-    return 0.5 * (mean**2 + torch.exp(2 * log_std) - 1.0 - 2 * log_std)
+def normal_kl_from_log_std(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor) -> Tensor:
+    """KL(N(mean_q, s_q^2) || N(mean_p, s_p^2)) per coordinate, from log-stds (E27; with p = N(0, 1) it is
+    E13's (m^2 + s^2 - 1 - log s^2) / 2)."""
+    var_ratio = torch.exp(2 * (log_std_q - log_std_p))
+    return 0.5 * (var_ratio + ((mean_q - mean_p) * torch.exp(-log_std_p)) ** 2 - 1) - (log_std_q - log_std_p)
 
 
 def normal_log_prob(x: Tensor, mean: Tensor, var) -> Tensor:
     """log N(x; mean, var) per coordinate (E13)."""
     var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
     return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
+
+
+def normal_log_prob_from_log_std(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """log N(x; mean, exp(log_std)^2) per coordinate (E13), from a log-std."""
+    return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * LOG_2PI
 
 
 def _log1mexp(a: Tensor) -> Tensor:
@@ -89,7 +100,12 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, bins
     return torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, mid))
 
 
-def reparameterize(mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """z = mean + std * eps, eps ~ N(0, I) (the reparameterization trick, E10)."""
-    eps = rng.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+def reparameterize(mean: Tensor, std: Tensor, *, n: int | None = None,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """z = mean + std * eps, eps ~ N(0, I): the reparameterization trick (E10).
+
+    (B, ...) -> (B, ...), or (n, B, ...) with ``n`` draws per row when ``n`` is given.
+    """
+    shape = mean.shape if n is None else (n, *mean.shape)
+    eps = rng.randn(shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + std * eps

@@ -1,7 +1,8 @@
-"""Training losses and the variational bound (EQUATIONS.md E27-E37).
+"""Training losses: L_simple with its objectives and weightings, and L_DDPM (EQUATIONS.md E27-E33).
 
-Every function takes a denoiser ``eps_fn(x_i, i) -> eps_hat`` (i a LongTensor (B,)) and never branches on
-what the network predicts: the x0 and v objectives are computed from eps_hat through E31/E32.
+Every function takes a denoiser ``eps_fn(x_i, i, cond=None) -> eps_hat`` (i a LongTensor (B,); a
+two-argument callable works too) and never branches on what the network predicts: the x0 and v objectives
+are computed from eps_hat through E31/E32. ``cond`` (class labels) is passed through to the denoiser.
 """
 
 from __future__ import annotations
@@ -13,23 +14,13 @@ import torch
 from torch import Tensor
 
 from dgm.core import rng
-from dgm.core.forward import at_level, prior_kl, q_sample
-from dgm.core.gaussian import discretized_gaussian_log_prob, normal_log_prob, sum_flat
-from dgm.core.parameterization import eps_to_mean, eps_to_v, eps_to_x0
+from dgm.core.forward import at_level, q_sample
+from dgm.core.gaussian import sum_flat
+from dgm.core.parameterization import call_denoiser, eps_to_mean, eps_to_v, eps_to_x0
 from dgm.core.reverse import posterior
 from dgm.core.schedule import Schedule
 
-__all__ = [
-    "loss_simple",
-    "loss_ddpm",
-    "vlb",
-    "vlb_reference",
-    "bits_per_dim",
-    "eps_weight",
-    "level_weights",
-    "OBJECTIVES",
-    "WEIGHTINGS",
-]
+__all__ = ["loss_simple", "loss_ddpm", "eps_weight", "level_weights", "OBJECTIVES", "WEIGHTINGS"]
 
 Objective = Literal["eps", "x0", "v"]
 Weighting = Literal["simple", "vlb", "min_snr"]
@@ -94,6 +85,7 @@ def loss_simple(
     objective: Objective = "eps",
     weighting: Weighting = "simple",
     generator: torch.Generator | None = None,
+    cond=None,
 ) -> Tensor:
     """L_simple = E_i E_x0 E_eps |target_hat - target|^2 with i ~ U{1..L} (EQUATIONS.md E33).
 
@@ -108,7 +100,7 @@ def loss_simple(
     i = _random_levels(s, B, 1, x0.device, generator)
     eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_i = q_sample(s, x0, i, eps)
-    eps_hat = eps_fn(x_i, i)
+    eps_hat = call_denoiser(eps_fn, x_i, i, cond)
     if objective == "eps":
         err = eps_hat - eps
     elif objective == "x0":
@@ -122,7 +114,7 @@ def loss_simple(
     return mse.mean()
 
 
-def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | None = None, cond=None) -> Tensor:
     """L_DDPM = sum_{i=2..L} E |mu_phi(x_i, i) - mu(x_i, x0, i)|^2 / (2 sigma2(i)) (EQUATIONS.md E28).
 
     An unbiased one-sample estimate: (L - 1) times the term at i ~ U{2..L}, averaged over the batch. The
@@ -135,106 +127,6 @@ def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | N
     eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_i = q_sample(s, x0, i, eps)
     mu, var = posterior(s, x_i, x0, i)
-    mu_hat = eps_to_mean(s, x_i, eps_fn(x_i, i), i)
+    mu_hat = eps_to_mean(s, x_i, call_denoiser(eps_fn, x_i, i, cond), i)
     term = sum_flat((mu_hat - mu) ** 2 / (2 * var))
     return (s.L - 1) * term.mean()
-
-
-def _draw_noise(like: Tensor, generator) -> Tensor:
-    """Standard normal noise shaped like ``like``, drawn in float64 and cast to its dtype.
-
-    torch draws different numbers for float32 and float64 from the same seed (for 16 or more values), so
-    drawing in one dtype is what lets two bounds, one in float32 (a network) and one in float64 (eps* of a
-    mixture), share their noise and be compared example by example.
-    """
-    return rng.randn(like.shape, generator=generator, dtype=torch.float64, device=like.device).to(like.dtype)
-
-
-def _decoder_nll(s: Schedule, x0: Tensor, x0_hat: Tensor, bins: int | None) -> Tensor:
-    """L_0 = -log p(x0 | x1) with variance sigma2(2) (Ho's clipped choice, E34/E36): shape (B,)."""
-    var = s.sigma2[2].item() if s.L >= 2 else s.beta[1].item() ** 2
-    if bins is None:
-        return -sum_flat(normal_log_prob(x0, x0_hat, var))
-    log_std = torch.full_like(x0_hat, 0.5 * math.log(var))
-    return -sum_flat(discretized_gaussian_log_prob(x0, x0_hat, log_std, bins))
-
-
-@torch.no_grad()
-def vlb(
-    eps_fn,
-    s: Schedule,
-    x0: Tensor,
-    *,
-    bins: int | None = None,
-    generator: torch.Generator | None = None,
-    max_batch: int = 2048,
-    return_terms: bool = False,
-):
-    """The full bound L_vb = L_L + sum_{i=2..L} L_{i-1} + L_0 in nats per example (EQUATIONS.md E34-E36).
-
-    One x_i draw per level and example, the noise drawn in float64 whatever the dtype of ``x0`` (so a float32
-    network and a float64 oracle given the same seed see the same noise); reverse variance sigma2(i)
-    ("fixed small"), so each L_{i-1} is lambda_i^eps |eps_hat - eps|^2 exactly (E27, E30). The decoder at
-    level 1 is N(x0_hat(x_1, 1), sigma2(2)) for continuous data (``bins=None``) or its discretization to
-    ``bins`` values in [-1, 1] (E36).
-    Levels are batched ``max_batch // B`` at a time. Returns (B,) float64, or with ``return_terms`` a
-    dict with ``total``, ``prior`` (B,), ``decoder`` (B,) and ``levels`` (B, L + 1; KL at level i).
-    """
-    if bins is not None and (not isinstance(bins, int) or bins < 2):
-        raise ValueError(f"bins must be an integer >= 2 or None, got {bins!r}")
-    B = x0.shape[0]
-    lam = eps_weight(s)
-    levels = torch.zeros(B, s.L + 1, dtype=torch.float64)
-    decoder = torch.zeros(B, dtype=torch.float64)
-    per_call = max(1, max_batch // B)
-    all_levels = list(range(1, s.L + 1))
-    for start in range(0, s.L, per_call):
-        chunk = all_levels[start : start + per_call]
-        i = torch.tensor(chunk, device=x0.device).repeat_interleave(B)
-        x0_rep = x0.repeat((len(chunk),) + (1,) * (x0.ndim - 1))
-        eps = _draw_noise(x0_rep, generator)
-        x_i = q_sample(s, x0_rep, i, eps)
-        eps_hat = eps_fn(x_i, i)
-        sq = sum_flat((eps_hat.double() - eps.double()) ** 2).reshape(len(chunk), B).cpu()
-        for k, lvl in enumerate(chunk):
-            if lvl == 1:
-                rows = slice(k * B, (k + 1) * B)
-                x0_hat = eps_to_x0(s, x_i[rows].double(), eps_hat[rows].double(), 1)
-                decoder = _decoder_nll(s, x0.double(), x0_hat, bins).cpu()
-            else:
-                levels[:, lvl] = lam[lvl] * sq[k]
-    prior = prior_kl(s, x0.double()).cpu()
-    total = prior + levels.sum(dim=1) + decoder
-    if return_terms:
-        return {"total": total, "prior": prior, "decoder": decoder, "levels": levels}
-    return total
-
-
-@torch.no_grad()
-def vlb_reference(eps_fn, s: Schedule, x0: Tensor, *, bins=None, generator=None) -> Tensor:
-    """The same bound computed independently, level by level, from Gaussian KLs of the means (E24, E27, E29).
-
-    Slow (one network call per level) but shares no arithmetic shortcut with :func:`vlb`; used to check it.
-    """
-    from dgm.core.gaussian import normal_kl
-
-    x0 = x0.double()
-    total = prior_kl(s, x0).cpu()
-    for lvl in range(1, s.L + 1):
-        i = torch.full((x0.shape[0],), lvl, dtype=torch.long, device=x0.device)
-        eps = _draw_noise(x0, generator)
-        x_i = q_sample(s, x0, i, eps)
-        eps_hat = eps_fn(x_i, i).double()
-        if lvl == 1:
-            total = total + _decoder_nll(s, x0, eps_to_x0(s, x_i, eps_hat, i), bins).cpu()
-        else:
-            mu, var = posterior(s, x_i, x0, i)
-            mu_hat = eps_to_mean(s, x_i, eps_hat, i)
-            total = total + sum_flat(normal_kl(mu, var, mu_hat, var)).cpu()
-    return total
-
-
-def bits_per_dim(nats, x0: Tensor) -> float:
-    """bpd = mean nats per example / (D ln 2), D = numbers per example (EQUATIONS.md E37)."""
-    D = x0[0].numel()
-    return float(torch.as_tensor(nats, dtype=torch.float64).mean()) / (D * math.log(2))

@@ -3,21 +3,20 @@
 p_data = sum_k pi_k N(m_k, S_k). Everything below is closed form: the marginal p_i at every level (G1), its
 score (G2), eps* = E[eps | x_i] (G3), x0* = E[x0 | x_i] (G4), posterior covariances (G5) and the exact
 reverse kernel p(x_{i-1} | x_i) (G7). Computations run in float64 with log-sum-exp responsibilities and are
-returned in the dtype of the input.
+returned in the dtype of the input. Levels are integers or fractional (a float, or a float tensor of
+per-example levels), where alpha_bar is the schedule's interpolation (``Schedule.alpha_bar_at``).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from dgm.core.gaussian import LOG_2PI
 from dgm.core.schedule import Schedule
 
 __all__ = ["GaussianMixture"]
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianMixture:
@@ -75,13 +74,13 @@ class GaussianMixture:
     # ------------------------------------------------------------------ level i
     def at_level(self, s: Schedule, i: int) -> GaussianMixture:
         """p_i = sum_k pi_k N(alpha_bar_i m_k, alpha_bar_i^2 S_k + (1 - alpha_bar_i^2) I) (G1)."""
-        a = _level_value(s.alpha_bar, i, s)
+        a = _alpha_bar(s, i)
         eye = torch.eye(self.D, dtype=torch.float64)
         return GaussianMixture(self.weights, a * self.means, a**2 * self.covs + (1 - a**2) * eye)
 
     def _parts(self, s: Schedule, x: Tensor, i: int):
         """Responsibilities r (N, K), Sigma^{-1}(x - a m) (N, K, D), and a = alpha_bar_i at one level."""
-        a = _level_value(s.alpha_bar, i, s)
+        a = _alpha_bar(s, i)
         eye = torch.eye(self.D, dtype=torch.float64)
         Sigma = a**2 * self.covs + (1 - a**2) * eye
         chol = torch.linalg.cholesky(Sigma)
@@ -93,8 +92,8 @@ class GaussianMixture:
     def _per_level(self, fn, s: Schedule, x_i: Tensor, i) -> Tensor:
         """Apply ``fn(x (N, D) float64, level) -> (N, D)`` for an int level or per-example levels (B,)."""
         x = x_i.double()
-        if isinstance(i, int) or torch.as_tensor(i).ndim == 0:
-            out = fn(x, int(i))
+        if isinstance(i, (int, float)) or torch.as_tensor(i).ndim == 0:
+            out = fn(x, i if isinstance(i, (int, float)) else i.item())
         else:
             i = torch.as_tensor(i).cpu()
             if i.shape != (x.shape[0],):
@@ -122,7 +121,7 @@ class GaussianMixture:
 
         def fn(x, lvl):
             r, sol, _ = self._parts(s, x, lvl)
-            return _level_value(s.sigma_bar, lvl, s) * (r[..., None] * sol).sum(1)
+            return _sigma_bar(s, lvl) * (r[..., None] * sol).sum(1)
 
         return self._per_level(fn, s, x_i, i)
 
@@ -203,8 +202,18 @@ def _as64(x) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-def _level_value(table: Tensor, i, s: Schedule) -> float:
+def _alpha_bar(s: Schedule, i) -> float:
+    """alpha_bar at an integer level (the table) or a fractional one (the schedule's interpolation)."""
+    if isinstance(i, float) and not i.is_integer():
+        return s.alpha_bar_at(i).item()
     i = int(i)
     if not 0 <= i <= s.L:
         raise ValueError(f"level {i} is outside 0..{s.L}")
-    return table[i].item()
+    return s.alpha_bar[i].item()
+
+
+def _sigma_bar(s: Schedule, i) -> float:
+    """sigma_bar = sqrt(1 - alpha_bar^2) at an integer or fractional level."""
+    if isinstance(i, float) and not i.is_integer():
+        return s.sigma_bar_at(i).item()
+    return s.sigma_bar[int(i)].item()

@@ -1,7 +1,13 @@
 """eps / x0 / v / mean / score conversions (EQUATIONS.md E29-E33) and the Denoiser wrapper.
 
-Each conversion is ``(s, x_i, pred, i) -> tensor`` at a level i in 1..L (int or LongTensor (B,)).
+Each conversion is ``(s, x_i, pred, i) -> tensor`` at a level i in 1..L (an int or a LongTensor (B,)); all
+but ``eps_to_mean`` (a discrete reverse step) also take fractional levels (a float tensor in [0, L]).
 Samplers and losses only ever see eps_hat; :class:`Denoiser` turns whatever a network predicts into it.
+
+The denoiser signature, everywhere in dgm: ``eps_fn(x_i, i, cond=None) -> eps_hat``, with ``i`` a
+LongTensor (B,) (or a float tensor of fractional levels) and ``cond`` the class labels (None =
+unconditional). A two-argument ``eps_fn(x_i, i)`` keeps working: :func:`call_denoiser` passes ``cond``
+only when it is given.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dgm.core.forward import at_level
+from dgm.core.forward import at_level, signal_and_noise
 from dgm.core.schedule import Schedule
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "v_to_eps",
     "v_to_x0",
     "eps_to_score",
+    "call_denoiser",
     "Denoiser",
     "PREDICTIONS",
 ]
@@ -30,14 +37,23 @@ Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS = ("eps", "x0", "v")
 
 
+def call_denoiser(eps_fn, x_i: Tensor, i, cond=None) -> Tensor:
+    """``eps_fn(x_i, i)`` when ``cond`` is None, else ``eps_fn(x_i, i, cond=cond)``: so a two-argument
+    denoiser (the oracle's ``lambda x, i: gm.eps_star(s, x, i)``, a user's function) works wherever no
+    labels are passed."""
+    return eps_fn(x_i, i) if cond is None else eps_fn(x_i, i, cond=cond)
+
+
 def eps_to_x0(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
     """x0_hat = (x_i - sigma_bar_i eps_hat) / alpha_bar_i (EQUATIONS.md E31)."""
-    return (x_i - at_level(s.sigma_bar, i, x_i) * eps) / at_level(s.alpha_bar, i, x_i)
+    a, sigma = signal_and_noise(s, i, x_i)
+    return (x_i - sigma * eps) / a
 
 
 def x0_to_eps(s: Schedule, x_i: Tensor, x0: Tensor, i) -> Tensor:
     """eps_hat = (x_i - alpha_bar_i x0_hat) / sigma_bar_i (EQUATIONS.md E31)."""
-    return (x_i - at_level(s.alpha_bar, i, x_i) * x0) / at_level(s.sigma_bar, i, x_i)
+    a, sigma = signal_and_noise(s, i, x_i)
+    return (x_i - a * x0) / sigma
 
 
 def eps_to_mean(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
@@ -48,30 +64,36 @@ def eps_to_mean(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
 
 def eps_to_v(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
     """v = alpha_bar_i eps - sigma_bar_i x0, with x0 from E31; equals (eps - sigma_bar_i x_i) / alpha_bar_i (E32)."""
-    a, sb = at_level(s.alpha_bar, i, x_i), at_level(s.sigma_bar, i, x_i)
+    a, sb = signal_and_noise(s, i, x_i)
     return a * eps - sb * (x_i - sb * eps) / a
 
 
 def v_to_eps(s: Schedule, x_i: Tensor, v: Tensor, i) -> Tensor:
     """eps_hat = sigma_bar_i x_i + alpha_bar_i v_hat (EQUATIONS.md E32)."""
-    return at_level(s.sigma_bar, i, x_i) * x_i + at_level(s.alpha_bar, i, x_i) * v
+    a, sigma = signal_and_noise(s, i, x_i)
+    return sigma * x_i + a * v
 
 
 def v_to_x0(s: Schedule, x_i: Tensor, v: Tensor, i) -> Tensor:
     """x0_hat = alpha_bar_i x_i - sigma_bar_i v_hat (EQUATIONS.md E32)."""
-    return at_level(s.alpha_bar, i, x_i) * x_i - at_level(s.sigma_bar, i, x_i) * v
+    a, sigma = signal_and_noise(s, i, x_i)
+    return a * x_i - sigma * v
 
 
 def eps_to_score(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
     """score = grad log p_i(x_i) = -eps* / sigma_bar_i (EQUATIONS.md E33)."""
-    return -eps / at_level(s.sigma_bar, i, x_i)
+    return -eps / signal_and_noise(s, i, x_i)[1]
 
 
 class Denoiser(nn.Module):
-    """Wraps a network ``net(x_i, i)`` that predicts eps, x0 or v so that it returns eps_hat.
+    """Wraps a network ``net(x_i, i, cond=None)`` that predicts eps, x0 or v so that it returns eps_hat.
 
-    ``forward(x_i, i) -> eps_hat`` is the denoiser of shared/SPEC.md; ``x0_hat`` and ``predict_raw`` give
-    the other views. The network itself knows nothing about the schedule (STYLE.md 4, 6).
+    ``forward(x_i, i, cond=None) -> eps_hat`` is the denoiser of shared/SPEC.md; ``x0_hat`` and
+    ``predict_raw`` give the other views. The network itself knows nothing about the schedule (STYLE.md 4,
+    6). Levels may be integers or fractional (a float tensor), as the net's level embedding allows.
+
+    A learned reverse variance belongs here, as a method beside eps_hat (``reverse_variance(x_i, i,
+    cond=None)``, read by ``dgm.core.reverse.reverse_variance``), never as a change to ``forward``.
     """
 
     def __init__(self, net: nn.Module, schedule: Schedule, prediction: Prediction = "eps"):
@@ -82,13 +104,13 @@ class Denoiser(nn.Module):
         self.schedule = schedule
         self.prediction = prediction
 
-    def predict_raw(self, x_i: Tensor, i: Tensor) -> Tensor:
+    def predict_raw(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
         """The network's own output (eps, x0 or v)."""
-        return self.net(x_i, _as_levels(i, x_i))
+        return call_denoiser(self.net, x_i, _as_levels(i, x_i), cond)
 
-    def forward(self, x_i: Tensor, i: Tensor) -> Tensor:
+    def forward(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
         i = _as_levels(i, x_i)
-        out = self.net(x_i, i)
+        out = call_denoiser(self.net, x_i, i, cond)
         if self.prediction == "eps":
             return out
         elif self.prediction == "x0":
@@ -98,10 +120,10 @@ class Denoiser(nn.Module):
         else:
             raise ValueError(f"unknown prediction {self.prediction!r}")
 
-    def x0_hat(self, x_i: Tensor, i: Tensor) -> Tensor:
+    def x0_hat(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
         """x0_hat(x_i, i), computed in the network's own parameterization when it predicts x0 or v."""
         i = _as_levels(i, x_i)
-        out = self.net(x_i, i)
+        out = call_denoiser(self.net, x_i, i, cond)
         if self.prediction == "eps":
             return eps_to_x0(self.schedule, x_i, out, i)
         elif self.prediction == "x0":
@@ -113,8 +135,9 @@ class Denoiser(nn.Module):
 
 
 def _as_levels(i, x: Tensor) -> Tensor:
-    """Levels as a LongTensor of shape (B,) on x's device."""
+    """Levels as a tensor of shape (B,) on x's device: integer levels as a LongTensor, fractional ones
+    (a float tensor) kept as they are."""
     i = torch.as_tensor(i, device=x.device)
     if i.ndim == 0:
         i = i.expand(x.shape[0])
-    return i.long()
+    return i if i.is_floating_point() else i.long()

@@ -25,7 +25,11 @@ class Schedule:
 
     Attributes (float64 tensors of length L + 1, index = level):
         beta, alpha (E17), alpha_bar (E19), sigma_bar (E19, the sheet's s_i), sigma2 (E25),
+        A, B (E24: the reverse-conditional mean is A_i x_0 + B_i x_i; A_1 = 1, B_1 = 0, index 0 unused),
         snr (alpha_bar**2 / sigma_bar**2, ``inf`` at level 0), lam (half log-SNR, E41).
+
+    Fractional levels t in [0, L] (for ODE solvers): :meth:`alpha_bar_at` and :meth:`sigma_bar_at`
+    interpolate log alpha_bar linearly between neighbouring levels, so they equal the tables at integers.
     """
 
     def __init__(self, beta):
@@ -46,6 +50,11 @@ class Schedule:
         sigma2 = torch.zeros(L + 1, dtype=torch.float64)
         sigma2[1:] = (1.0 - self.alpha_bar[:-1] ** 2) / (1.0 - self.alpha_bar[1:] ** 2) * b**2
         self.sigma2 = sigma2
+        # E24: A_i = alpha_bar_{i-1} beta_i^2 / (1 - alpha_bar_i^2),
+        #      B_i = (1 - alpha_bar_{i-1}^2) alpha_i / (1 - alpha_bar_i^2)
+        denom = 1.0 - self.alpha_bar[1:] ** 2
+        self.A = torch.cat([b.new_zeros(1), self.alpha_bar[:-1] * b**2 / denom])
+        self.B = torch.cat([b.new_zeros(1), (1.0 - self.alpha_bar[:-1] ** 2) * self.alpha[1:] / denom])
         with torch.no_grad():
             self.snr = self.alpha_bar**2 / self.sigma_bar**2  # inf at level 0
             self.lam = torch.log(self.alpha_bar) - torch.log(self.sigma_bar)
@@ -109,14 +118,34 @@ class Schedule:
             "posterior_variance": self.sigma2[1:],
         }
 
-    def check_level(self, i) -> None:
-        """Raise ValueError unless every level in ``i`` (int or tensor) lies in 1..L."""
+    # ------------------------------------------------------------------ fractional levels
+    def alpha_bar_at(self, t) -> Tensor:
+        """alpha_bar at fractional levels t in [0, L] (float64, t's shape): log alpha_bar is linear between
+        the neighbouring integer levels, so alpha_bar_at(i) == alpha_bar[i] at every integer i."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        self.check_level(t, fractional=True)
+        lo = torch.clamp(torch.floor(t), max=self.L - 1).long()
+        frac = t - lo
+        log_ab = torch.log(self.alpha_bar)
+        inner = torch.exp(log_ab[lo] + frac * (log_ab[lo + 1] - log_ab[lo]))
+        return torch.where(frac == 0, self.alpha_bar[lo], torch.where(frac == 1, self.alpha_bar[lo + 1], inner))
+
+    def sigma_bar_at(self, t) -> Tensor:
+        """sigma_bar = sqrt(1 - alpha_bar^2) at fractional levels t in [0, L] (float64), as :meth:`alpha_bar_at`."""
+        return torch.sqrt(1.0 - self.alpha_bar_at(t) ** 2)
+
+    def check_level(self, i, *, fractional: bool = False) -> None:
+        """Raise ValueError unless every level in ``i`` (int or tensor) lies in 1..L; with ``fractional``,
+        float levels in [0, L] are accepted too."""
         t = torch.as_tensor(i)
-        if t.is_floating_point() or t.is_complex():
+        if t.is_complex() or (t.is_floating_point() and not fractional):
             raise ValueError(f"levels must be integers in 1..{self.L}, got dtype {t.dtype}")
-        if t.numel() and (int(t.min()) < 1 or int(t.max()) > self.L):
-            bad = t.flatten()[((t.flatten() < 1) | (t.flatten() > self.L)).nonzero()[0]].item()
-            raise ValueError(f"level {bad} is outside 1..{self.L}")
+        low = 0 if fractional and t.is_floating_point() else 1
+        if t.is_floating_point() and t.isnan().any():
+            raise ValueError("a level is NaN")
+        if t.numel() and (float(t.min()) < low or float(t.max()) > self.L):
+            bad = t.flatten()[((t.flatten() < low) | (t.flatten() > self.L)).nonzero()[0]].item()
+            raise ValueError(f"level {bad} is outside {low}..{self.L}")
 
     def __repr__(self) -> str:
         return (

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dgm.data.builtin_sets import BUILTINS
+from dgm.data.dataset import DataSet, load_data
+
 __all__ = ["data_spec", "load_run_data"]
 
 
 def data_spec(spec: str, heldout_last: int | None = None) -> dict:
     """How config.json records the data: a built-in name, or an existing path made absolute, and the split
     (a seeded random 10% held out, or the last ``heldout_last`` examples, e.g. MNIST's last 1,000)."""
-    from dgm.data.dataset import BUILTINS
-
     p = Path(spec)
     # A built-in name wins over a folder of the same name in the working directory (write ./name for that).
     resolved = spec if spec in BUILTINS or not p.exists() else str(p.resolve())
@@ -21,9 +22,7 @@ def data_spec(spec: str, heldout_last: int | None = None) -> dict:
     return out
 
 
-def load_run_data(spec: dict):
+def load_run_data(spec: dict) -> DataSet:
     """Load the data set a run's config.json names."""
-    from dgm.data.dataset import load_data
-
     return load_data(spec["spec"], seed=spec.get("seed", 0),
                      heldout_fraction=spec.get("heldout_fraction", 0.1), heldout_last=spec.get("heldout_last"))

@@ -1,1 +1,2 @@
-"""Likelihood evaluation, sample-quality metrics and their feature nets, and ``dgm verify``."""
+"""Likelihood evaluation, sample-quality metrics (distances, their floors, the reference set, the feature nets,
+Inception FID), and the numerical checks of ``dgm verify``."""

@@ -151,7 +151,7 @@ def as_images(x, side: int | None = None) -> torch.Tensor:
 
 @torch.no_grad()
 def features(x, *, batch_size: int = 1000) -> torch.Tensor:
-    """Feature vectors of a batch of digit images, ready for the metrics of dgm.metrics.
+    """Feature vectors of a batch of digit images, ready for the metrics of ``dgm.evaluation.metrics``.
 
     x: (N, 1, 8, 8) or (N, 1, 28, 28) (also (N, H, W) or flat (N, H*W)), model space [-1, 1].
     Returns (N, FEATURE_DIM) float64 on the CPU. Raises ValueError for any other image shape.
@@ -179,29 +179,12 @@ MNIST_N_TRAIN = 9000  # MNIST t10k: the first 9000 train, the last 1000 are held
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-def read_idx_gz(path) -> torch.Tensor:
-    """Parse a gzipped IDX file (LeCun's MNIST format: magic 0x0000 0x08 ndim, big-endian int32 sizes,
-    then uint8 data) -> uint8 tensor of the stored shape."""
-    import gzip
-
-    import numpy as np
-
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4]!r})")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(int)
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {tuple(dims)} but holds {data.size} bytes")
-    return torch.from_numpy(data.reshape(tuple(dims)).copy())
-
-
 def training_data(kind: str, mnist_dir=None):
     """(x_train, y_train, x_heldout, y_heldout) of the shipped net ``kind``; x in model space [-1, 1],
     float32 (N, 1, side, side); y int64 (N,). ``mnist_dir`` holds the two MNIST t10k IDX .gz files."""
     from pathlib import Path
+
+    from dgm.data.files import read_idx
 
     if kind == "digits8":
         from sklearn.datasets import load_digits
@@ -217,8 +200,8 @@ def training_data(kind: str, mnist_dir=None):
         for p in (images, labels):
             if not p.is_file():
                 raise FileNotFoundError(f"MNIST file not found: {p}")
-        x = read_idx_gz(images).float().unsqueeze(1) / 127.5 - 1.0  # 0..255 -> [-1, 1]
-        y = read_idx_gz(labels).long()
+        x = torch.from_numpy(read_idx(images)).float().unsqueeze(1) / 127.5 - 1.0  # 0..255 -> [-1, 1]
+        y = torch.from_numpy(read_idx(labels)).long()
         n = MNIST_N_TRAIN
     else:
         raise ValueError(f"unknown feature net {kind!r}; choose one of {KINDS}")

@@ -14,7 +14,7 @@ Input handling is pytorch-fid's: images (N, 3, H, W) in [0, 1] are resized bilin
 Mixed_7c's output ("pool3"). The 1008-way ``fc`` layer is part of the weights file (so it is built
 here for the strict load) but is not used for the features.
 
-dgm never downloads: get the file from ``dgm.metrics.FID_WEIGHTS_URL`` and pass its local path.
+dgm never downloads: get the file from ``dgm.evaluation.metrics.FID_WEIGHTS_URL`` and pass its local path.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class BasicConv2d(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-def _avg_pool(x: torch.Tensor) -> torch.Tensor:
+def avg_pool_tf(x: torch.Tensor) -> torch.Tensor:
     """3x3 stride-1 average pool that, like TF, ignores the zero padding."""
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
@@ -63,7 +63,7 @@ class FIDInceptionA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg_pool(x))], 1)
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(avg_pool_tf(x))], 1)
 
 
 class InceptionB(nn.Module):
@@ -103,7 +103,7 @@ class FIDInceptionC(nn.Module):
         d = x
         for i in range(1, 6):
             d = getattr(self, f"branch7x7dbl_{i}")(d)
-        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg_pool(x))], 1)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(avg_pool_tf(x))], 1)
 
 
 class InceptionD(nn.Module):
@@ -140,7 +140,7 @@ class FIDInceptionE_1(nn.Module):  # pytorch-fid's name
         self.branch_pool = BasicConv2d(c_in, 192, kernel_size=1)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return _avg_pool(x)
+        return avg_pool_tf(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3_1(x)

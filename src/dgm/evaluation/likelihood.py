@@ -55,10 +55,10 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     """``dgm eval``: NLL of a run's EMA model on its held-out split (or every example of ``data``).
 
     Returns a JSON-able dict with ``nll_nats``, ``bits_per_dim``, for a VAE ``elbo_nats``, for data with a
-    known density ``data_nll_nats``, and the sample-quality ``metrics`` (``dgm.metrics.quality_metrics``)
-    of ``n_samples`` samples against a reference named in ``reference``: 2 * ``n_samples`` draws of the known
-    density, else every example of the run's data set (train and held-out, as ``dgm report`` does: a held-out
-    split of a small data set, 180 digits, leaves FD and KID too few examples), or of ``data``.
+    known density ``data_nll_nats``, and the sample-quality ``metrics``
+    (``dgm.evaluation.metrics.quality_metrics``) of ``n_samples`` samples against a reference named in
+    ``reference``: the run's ``dgm.evaluation.reference.reference_set`` (as ``dgm report`` uses), or every
+    example of ``data``.
     ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. ``device``: where the
     model runs ("auto": CUDA when available); seeded draws come from CPU generators, so a seed gives the same
     noise on every device.
@@ -76,28 +76,26 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     if data is None:
         dataset = load_run_data(config["data"])
         x, density, name = dataset.heldout, dataset.density, "heldout"
-        x_all = torch.cat([dataset.train, dataset.heldout])
     else:
         x, density, name = load_in_scaling(data, scaling), None, data
-        x_all = x
     if tuple(x.shape[1:]) != tuple(scaling.shape):
         raise ValueError(f"--data {data!r} has examples of shape {tuple(x.shape[1:])}, the run was trained "
                          f"on {tuple(scaling.shape)}")
-    if max_examples is not None:
-        x = x[:max_examples]
+    examples = x if max_examples is None else x[:max_examples]
     g = torch.Generator().manual_seed(seed)
-    result = {"kind": model.kind, "data": name, "n_examples": len(x)}
-    result |= evaluate_nll(model, x, scaling=scaling, generator=g)
+    result = {"kind": model.kind, "data": name, "n_examples": len(examples)}
+    result |= evaluate_nll(model, examples, scaling=scaling, generator=g)
     if density is not None:
-        result["data_nll_nats"] = data_nll(density, x, scaling)
+        result["data_nll_nats"] = data_nll(density, examples, scaling)
     if metrics:
         from dgm.evaluation.metrics import quality_metrics
+        from dgm.evaluation.reference import reference_set
 
         fake = sample_model(model, n_samples, seed=seed, sampler=sampler, steps=steps)
-        if density is not None:
-            real, result["reference"] = density.sample(2 * n_samples, generator=g).float(), "density"
+        if data is None:
+            real, result["reference"] = reference_set(dataset, n_samples, generator=g)
         else:
-            real, result["reference"] = x_all, "all data" if data is None else data
+            real, result["reference"] = x, data  # every example of DATA, whatever max_examples says
         result |= quality_metrics(real, fake, kind=scaling.kind, names=list(metrics), generator=g)
     return result
 

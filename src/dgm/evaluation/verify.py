@@ -1,15 +1,14 @@
-"""``dgm verify``: the seed's claims checked numerically, one table row each (EQUATIONS.md E17-E41, G1-G7, V1-V4).
+"""``dgm verify``: the book's chapter-2 claims checked numerically, one table row each (EQUATIONS.md E17-E41,
+G1-G7, V1-V4).
 
 Every Monte Carlo row derives its tolerance from the sample size (a number of standard errors); errata rows
-check that the seed post's version of a formula *fails* the same test that the corrected one passes.
+check that the chapter-2 summary post's version of a formula *fails* the same test that the corrected one
+passes. ``run_checks`` returns the rows, ``format_table`` prints them; ``dgm.cli.verify`` is the command.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -20,17 +19,19 @@ from dgm.core.oracle import GaussianMixture
 from dgm.core.parameterization import eps_to_mean
 from dgm.core.reverse import posterior
 from dgm.core.schedule import Schedule
-from dgm.evaluation.metrics import sliced_wasserstein
+from dgm.evaluation.distances import sliced_wasserstein
 from dgm.models.vae.analysis import blur_floor, encoder_log_prob, optimal_decoder, sample_aggregate_posterior
 from dgm.samplers import SAMPLERS, sample
 
-__all__ = ["Row", "run_checks", "main", "demo_mixture"]
+__all__ = ["Row", "demo_mixture", "format_table", "run_checks"]
 
 Z = 5.0  # standard errors allowed in Monte Carlo rows (a false alarm about once in a million runs)
 
 
 @dataclass(frozen=True)
 class Row:
+    """One checked claim: what was measured, the tolerance it must meet (as text) and whether it did."""
+
     claim: str
     measured: float
     tolerance: str
@@ -71,7 +72,7 @@ def check_forward(g, n) -> list[Row]:
     return [
         Row("5 forward steps (E18) compose to the perturbation kernel variance 1 - alpha_bar^2 (E19)",
             abs(measured - var_ok), f"< {Z * se:.1e}", abs(measured - var_ok) < Z * se),
-        Row("erratum 18: the post's noise scale (1 - alpha_bar^2) misses the composed variance",
+        Row("erratum 18: the summary post's noise scale (1 - alpha_bar^2) misses the composed variance",
             abs(measured - var_post), f"> {Z * se:.1e}", abs(measured - var_post) > Z * se),
     ]
 
@@ -92,7 +93,7 @@ def check_posterior() -> list[Row]:
             err_ok, "< 1e-4", err_ok < 1e-4),
         Row("reverse conditional mean A_i x0 + B_i x_i equals Bayes' rule: max abs error", err_mean, "< 1e-5",
             err_mean < 1e-5),
-        Row("erratum 25: the post's sigma2 (no squares on alpha_bar) misses Bayes' rule on L=10", err_post,
+        Row("erratum 25: the summary post's sigma2 (no squares on alpha_bar) misses Bayes' rule on L=10", err_post,
             "> 1e-2", err_post > 1e-2),
     ]
 
@@ -171,7 +172,7 @@ def check_constant_C(g) -> list[Row]:
     return [
         Row("E30: |mu_phi - mu|^2 = C_i |eps_phi - eps|^2 with C_i = beta^4/(alpha^2(1-alpha_bar^2)): max rel. err",
             err, "< 1e-10", err < 1e-10),
-        Row("erratum 27: the post's weight 1/sqrt(2 sigma2) gives a KL off by this factor (i=50, cosine L=100)",
+        Row("erratum 27: the summary post's weight 1/sqrt(2 sigma2) gives a KL off by this factor (i=50, cosine L=100)",
             post / kl, "!= 1 (> 1.01 or < 0.99)", abs(post / kl - 1) > 0.01),
     ]
 
@@ -231,7 +232,12 @@ def check_samplers(gm, g, n, levels) -> list[Row]:
 
 
 def run_checks(*, n: int = 20_000, levels: int = 1000, seed: int = 0, progress=None) -> list[Row]:
-    """Run every check; ``n`` Monte Carlo draws per check, ``levels`` for the sampler checks."""
+    """Run every check; ``n`` Monte Carlo draws per check (>= 100), ``levels`` L of the sampler checks
+    (10..100000). ``progress(rows)``, if given, is called with the rows so far after each group of checks."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 100:
+        raise ValueError(f"n (Monte Carlo draws per check) must be an integer >= 100, got {n!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 10 <= levels <= 100_000:
+        raise ValueError(f"levels must be an integer between 10 and 100000, got {levels!r}")
     g = torch.Generator().manual_seed(seed)
     gm = demo_mixture()
     rows: list[Row] = []
@@ -252,43 +258,9 @@ def run_checks(*, n: int = 20_000, levels: int = 1000, seed: int = 0, progress=N
 
 
 def format_table(rows: list[Row]) -> str:
+    """The rows as a plain-text table: claim, measured value, tolerance, PASS/FAIL."""
     width = max(len(r.claim) for r in rows)
     lines = [f"{'claim':<{width}}  {'measured':>10}  {'tolerance':<24}  pass", "-" * (width + 46)]
     for r in rows:
         lines.append(f"{r.claim:<{width}}  {r.measured:>10.4g}  {r.tolerance:<24}  {'PASS' if r.passed else 'FAIL'}")
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``dgm verify`` (shared by the ``dgm`` parser and ``python -m dgm.verify``)."""
-    p.add_argument("--n", type=int, default=20_000, help="Monte Carlo draws per check (default 20000)")
-    p.add_argument("--levels", type=int, default=1000, help="levels L of the sampler checks (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-
-
-def main(argv=None) -> int:
-    """Run the checks and print the table; exit status 0 only if every row passes.
-
-    ``argv`` is a list of arguments or an already parsed ``argparse.Namespace`` (from ``dgm verify``).
-    """
-    if isinstance(argv, argparse.Namespace):
-        args = argv
-    else:
-        p = argparse.ArgumentParser(prog="dgm verify", description="Check the seed's claims numerically.")
-        add_arguments(p)
-        args = p.parse_args(argv)
-    if args.n < 100:
-        raise ValueError(f"--n must be at least 100, got {args.n}")
-    if not 10 <= args.levels <= 100_000:
-        raise ValueError(f"--levels must be between 10 and 100000, got {args.levels}")
-    t0 = time.time()
-    rows = run_checks(n=args.n, levels=args.levels, seed=args.seed,
-                      progress=lambda r: print(f"  ... {len(r)} checks done", file=sys.stderr, flush=True))
-    print(format_table(rows))
-    failed = sum(not r.passed for r in rows)
-    print(f"\n{len(rows) - failed} passed, {failed} failed ({time.time() - t0:.1f} s)")
-    return 0 if failed == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """``DDPM``: a denoising network, a schedule and a training objective, following the model protocol.
 
-The model works in model space (docs/ARCHITECTURE.md). ``model.denoiser(x_i, i) -> eps_hat`` is the
-denoiser of shared/SPEC.md whatever the network predicts; losses, samplers and the bound take it.
+The model works in model space (docs/ARCHITECTURE.md). ``model.denoiser(x_i, i, cond=None) -> eps_hat`` is
+the denoiser of shared/SPEC.md whatever the network predicts; losses, samplers and the bound take it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core import rng
-from dgm.core.losses import OBJECTIVES, WEIGHTINGS, loss_simple, vlb
+from dgm.core.bound import vlb
+from dgm.core.losses import OBJECTIVES, WEIGHTINGS, loss_simple
 from dgm.core.parameterization import PREDICTIONS, Denoiser
 from dgm.core.schedule import Schedule
 from dgm.nets import build_net
@@ -40,6 +41,7 @@ class DDPM(nn.Module):
     """
 
     kind = "ddpm"
+    CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels")
 
     def __init__(self, *, data_shape, net: dict, schedule: str = "cosine", levels: int = 1000,
                  prediction: str = "eps", objective: str = "eps", weighting: str = "simple",
@@ -74,28 +76,56 @@ class DDPM(nn.Module):
                 "objective": self.objective, "weighting": self.weighting, "bins": self.bins,
                 "dequantize": self.dequantize}
 
+    @classmethod
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict:
+        """A recipe's model config with the data-dependent fields filled in: data_shape, bins, the net's input
+        size (an MLP's dim, a UNet's channels and image size); continuous data are never dequantized."""
+        config = dict(config, kind=cls.kind, data_shape=list(shape), bins=bins)
+        if bins is None:
+            config["dequantize"] = False
+        net = dict(config["net"])
+        if net["kind"] == "mlp":
+            net["dim"] = math.prod(shape)
+        elif net["kind"] == "unet":
+            net |= {"in_channels": shape[0], "image_size": max(shape[-2:])}
+        else:
+            raise ValueError(f"unknown net kind {net['kind']!r} in a DDPM recipe")
+        config["net"] = net
+        return config
+
+    def describe(self) -> str:
+        """One line: the net, the schedule and what the net predicts."""
+        return (f"{self.net.config()['kind']} net, {self.schedule_name} schedule, L = {self.levels}, predicts "
+                f"{self.prediction}, objective {self.objective} ({self.weighting})")
+
+    def quick_sampling(self) -> tuple[dict, str]:
+        """DPM-Solver++(2M) at 20 NFE (at most L): good samples fast."""
+        steps = min(20, self.levels)
+        return {"sampler": "dpm++2m", "steps": steps}, f"dpm++2m, {steps} NFE"
+
     def _dequantized(self, x0: Tensor, generator) -> Tensor:
         """y = x0 + u, u ~ U(-h, h) per coordinate, h = 1 / (bins - 1): uniform dequantization (E37)."""
         h = 1.0 / (self.bins - 1)
         u = rng.rand(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         return x0 + (2 * u - 1) * h
 
-    def forward(self, x_i: Tensor, i: Tensor) -> Tensor:
-        """eps_hat(x_i, i): the model is itself a denoiser."""
-        return self.denoiser(x_i, i)
+    def forward(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
+        """eps_hat(x_i, i, cond): the model is itself a denoiser."""
+        return self.denoiser(x_i, i, cond)
 
-    def loss(self, x0: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    def loss(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None) -> tuple[Tensor, dict]:
         """The weighted L_simple of ``objective`` on a batch in model space (EQUATIONS.md E33)."""
         if self.dequantize:
             x0 = self._dequantized(x0, generator)
         loss = loss_simple(self.denoiser, self.schedule, x0, objective=self.objective,
-                           weighting=self.weighting, generator=generator)
+                           weighting=self.weighting, generator=generator, cond=cond)
         return loss, {}
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str = "ancestral",
-               steps: int | None = None, **kw) -> Tensor:
-        """n samples in model space with the named sampler and ``steps`` denoiser calls.
+               steps: int | None = None, cond=None, **kw) -> Tensor:
+        """n samples in model space with the named sampler and ``steps`` denoiser calls (``dgm.sample``'s
+        keywords pass through: ``grid``, ``variance``, ``eta``, ...); ``cond`` holds n labels or None.
 
         Discrete data (``bins``) clip x0_hat to [-1, 1] at every step.
         """
@@ -104,11 +134,14 @@ class DDPM(nn.Module):
         kw.setdefault("clip", clip)
         kw.setdefault("device", next(self.parameters()).device)
         return run_sampler(self.denoiser, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
-                           generator=generator, **kw)
+                           generator=generator, cond=cond, **kw)
 
     @torch.no_grad()
-    def evaluate(self, x0: Tensor, *, generator: torch.Generator | None = None, **kw) -> dict[str, Tensor]:
+    def evaluate(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None,
+                 variance="fixed_small") -> dict[str, Tensor]:
         """{"nll_nats": the full variational bound per example (B,), nats in model space} (E34-E37).
+
+        ``variance`` is the reverse variance the bound uses (``dgm.core.reverse.reverse_variance``).
 
         With ``dequantize`` it is E_u[L_vb(x0 + u)] - D log(2h) (one draw of u), an upper bound on the
         discrete -log P(x0) since P(x0) = (2h)^D E_u p(x0 + u).
@@ -116,6 +149,7 @@ class DDPM(nn.Module):
         if self.dequantize:
             y = self._dequantized(x0, generator)
             D = x0[0].numel()
-            nll = vlb(self.denoiser, self.schedule, y, bins=None, generator=generator)
+            nll = vlb(self.denoiser, self.schedule, y, bins=None, generator=generator, cond=cond, variance=variance)
             return {"nll_nats": nll - D * math.log(2.0 / (self.bins - 1))}
-        return {"nll_nats": vlb(self.denoiser, self.schedule, x0, bins=self.bins, generator=generator)}
+        nll = vlb(self.denoiser, self.schedule, x0, bins=self.bins, generator=generator, cond=cond, variance=variance)
+        return {"nll_nats": nll}

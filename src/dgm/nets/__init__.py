@@ -1,4 +1,5 @@
-"""Denoising networks: (x, i) -> tensor of x's shape. They know nothing about diffusion."""
+"""Networks: denoisers ``net(x, i, cond=None) -> tensor of x's shape`` that know nothing about diffusion, and
+the VAE encoder/decoder nets (``coders``)."""
 
 from __future__ import annotations
 

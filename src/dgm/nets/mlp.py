@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dgm.nets.embeddings import level_embedding
+from dgm.nets.embeddings import ClassEmbedding, level_embedding, no_labels
 
 
 class LevelMLP(nn.Sequential):
@@ -32,16 +32,17 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP: (x (B, D), i (B,)) -> (B, D); a fresh net outputs exactly 0.
+    """Residual MLP: (x (B, D), i (B,), cond=None) -> (B, D); a fresh net outputs exactly 0.
 
     Args:
         dim: D, the data dimension (input and output).
         hidden: width of the residual stream.
         depth: number of residual blocks.
         emb_dim: size of the sinusoidal level embedding.
+        num_classes: with labels, a class embedding is added to the level embedding (None: no labels).
     """
 
-    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 128):
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 128, num_classes: int | None = None):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("emb_dim", emb_dim)):
             if value < 1:
@@ -52,6 +53,8 @@ class MLP(nn.Module):
             raise ValueError(f"MLP emb_dim must be even, got {emb_dim}")
         self.dim, self.hidden, self.depth, self.emb_dim = dim, hidden, depth, emb_dim
         self.level = LevelMLP(emb_dim, hidden)
+        self.num_classes = num_classes
+        self.label = None if num_classes is None else ClassEmbedding(num_classes, hidden)
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(ResidualBlock(hidden) for _ in range(depth))
         self.out_norm = nn.LayerNorm(hidden)
@@ -61,14 +64,18 @@ class MLP(nn.Module):
 
     def config(self) -> dict:
         """The JSON-able config that ``build_net`` turns back into an untrained copy."""
-        return {"kind": "mlp", "dim": self.dim, "hidden": self.hidden, "depth": self.depth,
-                "emb_dim": self.emb_dim}
+        config = {"kind": "mlp", "dim": self.dim, "hidden": self.hidden, "depth": self.depth, "emb_dim": self.emb_dim}
+        return config if self.num_classes is None else config | {"num_classes": self.num_classes}
 
-    def forward(self, x: Tensor, i: Tensor) -> Tensor:
-        """x (B, D) float, i (B,) integer levels -> (B, D)."""
+    def forward(self, x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x (B, D) float, i (B,) levels (integer or fractional), cond (B,) labels or None -> (B, D)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP(dim={self.dim}) expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
         emb = self.level(level_embedding(i, self.emb_dim).to(x.dtype))
+        if self.label is None:
+            no_labels("MLP", cond)
+        else:
+            emb = emb + self.label(cond, x.shape[0]).to(x.dtype)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)

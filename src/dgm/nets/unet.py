@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm.nets.embeddings import level_embedding
+from dgm.nets.embeddings import ClassEmbedding, level_embedding, no_labels
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -89,7 +89,7 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """Residual UNet with level embedding: (x (B, C, H, W), i (B,)) -> (B, C, H, W), 0 when fresh.
+    """Residual UNet with level embedding: (x (B, C, H, W), i (B,), cond=None) -> (B, C, H, W), 0 when fresh.
 
     Args:
         in_channels: C of the images (also the output channels).
@@ -102,11 +102,12 @@ class UNet(nn.Module):
         dropout: dropout inside each residual block.
         groups: GroupNorm groups.
         head_channels: channels per attention head (heads = channels // head_channels, at least 1).
+        num_classes: with labels, a class embedding is added to the level embedding (None: no labels).
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 64, channel_mults=(1, 2),
                  num_res_blocks: int = 2, attn_resolutions=None, image_size: int = 8,
-                 dropout: float = 0.0, groups: int = 8, head_channels: int = 64):
+                 dropout: float = 0.0, groups: int = 8, head_channels: int = 64, num_classes: int | None = None):
         super().__init__()
         if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or image_size < 1:
             raise ValueError("UNet: in_channels, base_channels, num_res_blocks and image_size must be "
@@ -127,6 +128,9 @@ class UNet(nn.Module):
         self.base_channels = base_channels
         emb_dim = 4 * base_channels
         self.level = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label = None if num_classes is None else ClassEmbedding(num_classes, emb_dim)
+        if num_classes is not None:
+            self.kwargs["num_classes"] = num_classes
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def block(c_in: int, c_out: int, res: int) -> nn.ModuleList:
@@ -170,12 +174,17 @@ class UNet(nn.Module):
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
 
-    def forward(self, x: Tensor, i: Tensor) -> Tensor:
-        """x (B, C, H, W) float, i (B,) integer levels -> (B, C, H, W)."""
+    def forward(self, x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W) float, i (B,) levels (integer or fractional), cond (B,) labels or None -> (B, C, H, W)."""
         if x.ndim != 4 or x.shape[1] != self.kwargs["in_channels"]:
             raise ValueError(f"UNet(in_channels={self.kwargs['in_channels']}) expects x of shape "
                              f"(B, C, H, W), got {tuple(x.shape)}")
-        emb = F.silu(self.level(level_embedding(i, self.base_channels).to(x.dtype)))
+        emb = self.level(level_embedding(i, self.base_channels).to(x.dtype))
+        if self.label is None:
+            no_labels("UNet", cond)
+        else:
+            emb = emb + self.label(cond, x.shape[0]).to(x.dtype)
+        emb = F.silu(emb)
         h = self.conv_in(x)
         hs = [h]
         for layers in self.down:

@@ -1,1 +1,1 @@
-"""The HTML report: computations, plots, the page, and the demo job that writes one."""
+"""The HTML report: computations, per-run figures, plots, the page, and the demo job that writes one."""

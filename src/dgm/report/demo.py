@@ -1,10 +1,11 @@
-"""``dgm demo [--out DIR]``: the embedded default job. Trains a VAE and a DDPM on the 8x8 digits that ship
-with scikit-learn (the recipes of ``dgm.recipes``, time-capped), evaluates both (NLL bound, bits/dim,
-feature-space FD/KID/precision/recall with their floors), prints a summary table and writes the report.
+"""``run_demo(out)``, the embedded default job of ``dgm demo``. Trains a VAE and a DDPM on the 8x8 digits that
+ship with scikit-learn (the recipes of ``dgm.training.recipes``, time-capped), evaluates both (NLL bound,
+bits/dim, feature-space FD/KID/precision/recall with their floors), prints a summary table and writes the
+report.
 
-About 10 minutes on 2 CPU cores: at most ``VAE_MINUTES`` for the VAE and ``DDPM_MINUTES`` for the DDPM,
-then evaluation and the report. DIR receives ``vae/`` and ``ddpm/`` (run directories), ``summary.json``
-and ``report.html``. A DIR that already holds a demo is never overwritten without ``--force``.
+About 10 minutes on 2 CPU cores: a training budget of ``MINUTES`` (7.5), a fifth of it for the VAE and the
+rest for the DDPM, then evaluation and the report. DIR receives ``vae/`` and ``ddpm/`` (run directories),
+``summary.json`` and ``report.html``. A DIR that already holds a demo is never overwritten without ``force``.
 """
 
 from __future__ import annotations
@@ -18,20 +19,24 @@ from pathlib import Path
 import torch
 
 from dgm.runs import checkpoint as ckpt
+from dgm.runs.atomic import atomic_write_bytes
 
 DATA = {"spec": "digits", "seed": 0, "heldout_fraction": 0.1}
 KINDS = ("vae", "ddpm")
-VAE_MINUTES, DDPM_MINUTES = 1.5, 6.0  # training caps; evaluation and the report take ~2 minutes more
+MINUTES = 7.5  # training budget: 1.5 for the VAE, 6 for the DDPM; evaluation and the report take ~2 more
 N_EVAL_SAMPLES = 1000  # samples behind the summary's quality metrics
 N_REPORT_SAMPLES = 400  # samples per point of the report's NFE sweep
 SUMMARY, REPORT = "summary.json", "report.html"
-# test-only: a tiny UNet and 20 levels, so the whole demo runs in seconds
+# ``tiny=True``: a tiny UNet and 20 levels, tiny VAE nets and 64 samples, so the whole demo runs in seconds
 TINY_DDPM = {"levels": 20, "net": {"base_channels": 8, "channel_mults": [1], "attn_resolutions": [], "groups": 4,
                                    "head_channels": 8}}
 TINY_VAE = {"hidden": [32, 32], "latent_dim": 4}
+TINY_MODELS = {"vae": TINY_VAE, "ddpm": TINY_DDPM}
+TINY_TRAIN = {"batch_size": 64, "log_every": 2, "warmup_steps": 2}
+TINY_SAMPLES = 64
 
 
-def check_out(out: Path, *, force: bool, can_force: bool = True) -> None:
+def check_out(out: Path, *, force: bool) -> None:
     """Refuse a DIR that holds a demo (finished or not) unless ``force``; with ``force`` remove it (only the
     demo's own files: vae/, ddpm/, summary.json, report.html). Anything else in DIR is left alone."""
     if out.exists() and not out.is_dir():
@@ -41,8 +46,8 @@ def check_out(out: Path, *, force: bool, can_force: bool = True) -> None:
         return
     state = "a finished demo" if (out / REPORT).exists() else f"an unfinished demo ({', '.join(held)})"
     if not force:
-        how = "pass --force to overwrite it" if can_force else "delete it"
-        raise ValueError(f"--out {str(out)!r} already holds {state}; {how} or choose another --out")
+        raise ValueError(f"--out {str(out)!r} already holds {state}; pass --force to overwrite it or choose "
+                         "another --out")
     for kind in KINDS:
         run = out / kind
         if run.exists():
@@ -53,24 +58,18 @@ def check_out(out: Path, *, force: bool, can_force: bool = True) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def train(kind: str, data, out: Path, *, minutes: float, steps: int | None, tiny: bool, seed: int,
           progress: bool):
     """Train the recipe's ``kind`` on ``data`` into ``out`` for at most ``minutes`` (and ``steps``)."""
     from dgm.models import build_model
-    from dgm.training.loop import TrainConfig, fit
+    from dgm.training.config import TrainConfig, merge_settings
+    from dgm.training.loop import fit
     from dgm.training.recipes import recipe
 
     model_cfg, train_cfg = recipe(kind, data.scaling)
     if tiny:
-        model_cfg = _merge(model_cfg, TINY_DDPM if kind == "ddpm" else TINY_VAE)
-        train_cfg |= {"batch_size": 64, "log_every": 2, "warmup_steps": 2}
+        model_cfg = merge_settings(model_cfg, TINY_MODELS[kind])
+        train_cfg |= TINY_TRAIN
     train_cfg |= {"minutes": minutes, "seed": seed}
     if steps is not None:
         train_cfg["steps"] = steps
@@ -92,19 +91,27 @@ def summary_table(runs, evals: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out, *, force: bool = False, can_force: bool = True, vae_minutes: float = VAE_MINUTES,
-             ddpm_minutes: float = DDPM_MINUTES, steps: int | None = None, tiny: bool = False, seed: int = 0,
-             n_eval: int = N_EVAL_SAMPLES, n_report: int = N_REPORT_SAMPLES, progress: bool = True) -> dict:
+def run_demo(out, *, force: bool = False, minutes: float = MINUTES, steps: int | None = None, tiny: bool = False,
+             seed: int = 0, n_eval: int | None = None, n_report: int | None = None, progress: bool = True) -> dict:
     """Train, evaluate and report into ``out``; returns the summary (also written to ``out/summary.json``).
 
-    ``steps`` caps the training steps of both models and ``tiny`` swaps in tiny networks (tests only).
+    ``force``: replace a demo already in ``out`` (else that is a ValueError). ``minutes``: the training
+    budget, a fifth for the VAE and the rest for the DDPM. ``steps`` caps the training steps of both models.
+    ``tiny`` swaps in tiny networks and ``TINY_SAMPLES`` samples (a demo of seconds, for tests).
+    ``n_eval``: samples behind the summary's quality metrics (default ``N_EVAL_SAMPLES``); ``n_report``:
+    samples per point of the report's NFE sweep (default ``N_REPORT_SAMPLES``). ``progress``: progress bars.
     """
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < float("inf"):
+        raise ValueError(f"minutes must be a positive number, got {minutes!r}")
+    vae_minutes, ddpm_minutes = minutes / 5, 4 * minutes / 5
+    n_eval = n_eval or (TINY_SAMPLES if tiny else N_EVAL_SAMPLES)
+    n_report = n_report or (TINY_SAMPLES if tiny else N_REPORT_SAMPLES)
     from dgm.data.spec import load_run_data
     from dgm.training.recipes import default_threads
 
     t0 = time.monotonic()
     out = Path(out)
-    check_out(out, force=force, can_force=can_force)
+    check_out(out, force=force)
     out.mkdir(parents=True, exist_ok=True)
     data = load_run_data(DATA)
     threads = torch.get_num_threads()
@@ -148,18 +155,7 @@ def _run(out: Path, data, t0: float, *, force, vae_minutes, ddpm_minutes, steps,
     summary = {"runs": {kind: {"steps": r.steps, "train_seconds": r.train_seconds, **evals[str(r.path)]}
                         for kind, r in zip(KINDS, runs, strict=True)},
                "ddpm_beats_vae_fd": ddpm["fd"] < vae["fd"], "seconds": seconds, "report": str(report)}
-    ckpt.atomic_write_bytes(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     print(f"dgm demo: done in {seconds['total'] / 60:.1f} min; report: {report}", file=sys.stderr)
     print(report)
     return summary
-
-
-def main(args) -> int:
-    """``dgm demo [--out DIR] [--force]`` (args: an argparse Namespace; ``force`` may be absent)."""
-    tiny = bool(getattr(args, "tiny", False))  # test-only: tiny nets and sample counts
-    minutes = getattr(args, "minutes", None)  # a total training budget, split 1 : 4 between VAE and DDPM
-    caps = {"vae_minutes": minutes / 5, "ddpm_minutes": 4 * minutes / 5} if minutes else {}
-    run_demo(args.out, force=bool(getattr(args, "force", False)), can_force=hasattr(args, "force"),
-             steps=getattr(args, "steps", None), tiny=tiny, progress=not getattr(args, "no_progress", False),
-             **caps, **({"n_eval": 64, "n_report": 64} if tiny else {}))
-    return 0

@@ -8,7 +8,8 @@ forward process and a reverse trajectory with x0_hat (DDPM), quality and time ag
 and scatters for 2-D data; and, for a VAE on images, the blur figure (data | VAE reconstructions | the
 optimal averaging decoder | VAE samples | DDPM samples) with ``blur_report`` and ``sharpness`` numbers.
 
-The computations live in ``dgm.report_parts``, the drawings in ``dgm.figures``.
+The numbers come from ``dgm.report.compute``, the per-run figures from ``dgm.report.run_figures`` and the
+drawings from ``dgm.report.plots``; this module checks the arguments, lays out the page and writes it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from dgm.report import compute as parts
-from dgm.report import plots as figures
+from dgm.report import compute, plots
+from dgm.report.run_figures import BlurFigure, RunFigures, blur_figure, run_figures
 from dgm.runs import checkpoint as ckpt
+from dgm.runs.atomic import atomic_write_bytes
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1240px;
@@ -115,7 +117,7 @@ def _summary_tables(runs, evals) -> str:
             "the full variational bound; VAE: the IWAE bound with K = 1000); bits/dim = NLL / (D ln 2). "
             "Data NLL (exact): the true density's NLL on the same examples, the floor of any model.</p>")
     for kind in ("image", "vector"):
-        group = [(r, e) for r, e in zip(runs, evals, strict=True) if parts.metric_kind(r)[0] == kind]
+        group = [(r, e) for r, e in zip(runs, evals, strict=True) if compute.metric_kind(r)[0] == kind]
         if not group:
             continue
         names = [m for m in TABLE_METRICS[kind] if any(m in e for _, e in group)]
@@ -123,7 +125,7 @@ def _summary_tables(runs, evals) -> str:
         rows = [[r.name, e.get("sampled_with"), e.get("n_compared")]
                 + [c for m in names for c in (e.get(m), _Raw(f'<span class="floor">{_fmt(e.get(m + "_floor"))}'
                                                               "</span>"))] for r, e in group]
-        space = parts.metric_kind(group[0][0])[1]
+        space = compute.metric_kind(group[0][0])[1]
         out += f"<h3>Sample quality ({space})</h3>" + _table(head, rows)
     out += ('<p class="note">Each floor is the same metric between two disjoint halves of real data at the '
             "same sample sizes: a model matching the data reaches it (precision/recall: the real data's "
@@ -134,52 +136,45 @@ def _summary_tables(runs, evals) -> str:
 
 
 def _run_header(r) -> str:
-    m = r.config["model"]
-    if r.kind == "ddpm":
-        detail = (f"{m['net']['kind']} net, {m['schedule']} schedule, L = {m['levels']}, predicts "
-                  f"{m['prediction']}, objective {m['objective']} ({m['weighting']})")
-    else:
-        latent = m.get("latent_dim", m.get("latent_dims"))
-        detail = f"{m['arch']} encoder/decoder, latent {latent}, {m['decoder']} decoder"
     return (f'<h3 id="{html.escape(r.anchor)}">{html.escape(r.name)}: {r.kind} on {html.escape(r.data_name)}</h3>'
             f'<p class="meta">{html.escape(str(r.path))} &middot; {r.steps} steps &middot; trained '
-            f"{r.train_seconds / 60:.1f} min &middot; {r.params:,} parameters &middot; {html.escape(detail)}</p>")
+            f"{r.train_seconds / 60:.1f} min &middot; {r.params:,} parameters &middot; "
+            f"{html.escape(r.model.describe())}</p>")
 
 
-def _run_sections(r, found: dict) -> str:
-    """The per-run sections from what ``report_parts.run_figures`` found."""
+def _run_sections(r, found: RunFigures) -> str:
+    """The per-run sections from what ``run_figures`` found."""
     body = _run_header(r)
-    grids = "".join(_img(png, alt) for alt, png in found["grids"])
-    body += _section("samples", "Samples", grids + f'<p class="note">{found["grid_note"]}</p>')
-    if "neighbours" in found:
-        nb = found["neighbours"]
-        text = (f"Top: samples; below: their nearest training images (L2 in model space, distance above each "
-                f"pair). Median nearest-training distance: samples {nb['median_sample']:.3g}, held-out data "
-                f"{nb['median_heldout']:.3g} (samples much closer than held-out data would mean "
-                "memorization).")
-        figure = _img(nb["png"], "neighbours") if nb["png"] else ""
-        body += _section("neighbours", "Nearest training neighbours", figure + f'<p class="note">{text}</p>')
-    if "forward" in found:
-        body += _section("forward", "Forward process x_0 &rarr; x_L", _img(found["forward"], "forward process"))
-    if "reverse" in found:
+    grids = "".join(_img(png, alt) for alt, png in found.grids)
+    body += _section("samples", "Samples", grids + f'<p class="note">{found.grid_note}</p>')
+    nb = found.neighbours
+    text = (f"Top: samples; below: their nearest training images (L2 in model space, distance above each "
+            f"pair). Median nearest-training distance: samples {nb.median_sample:.3g}, held-out data "
+            f"{nb.median_heldout:.3g} (samples much closer than held-out data would mean memorization).")
+    figure = _img(nb.png, "neighbours") if nb.png else ""
+    body += _section("neighbours", "Nearest training neighbours", figure + f'<p class="note">{text}</p>')
+    if found.forward is not None:
+        body += _section("forward", "Forward process x_0 &rarr; x_L", _img(found.forward, "forward process"))
+    if found.reverse is not None:
         body += _section("reverse", "Reverse trajectory (ancestral): x_i and x0_hat",
-                         _img(found["reverse"], "reverse trajectory"))
-    if "nfe" in found:
-        body += _section("nfe", "Quality and time against NFE", _img(found["nfe"]["png"], "quality vs NFE")
-                         + _table(["sampler", "NFE", "n", found["nfe"]["metric"], "floor", "seconds"],
-                                  [[s["sampler"], s["nfe"], s["n"], s.get(found["nfe"]["metric"]),
-                                    found["nfe"]["floor"], s["seconds"]] for s in found["nfe"]["sweep"]]))
-    if "density" in found:
-        body += _section("density", "2-D density and scatter", _img(found["density"], "density"))
+                         _img(found.reverse, "reverse trajectory"))
+    if found.nfe is not None:
+        nfe = found.nfe
+        body += _section("nfe", "Quality and time against NFE", _img(nfe.png, "quality vs NFE")
+                         + _table(["sampler", "NFE", "n", nfe.metric, "floor", "seconds"],
+                                  [[s["sampler"], s["nfe"], s["n"], s.get(nfe.metric), nfe.floor, s["seconds"]]
+                                   for s in nfe.rows]))
+    if found.density is not None:
+        body += _section("density", "2-D density and scatter", _img(found.density, "density"))
     return f'<article class="run">{body}</article>'
 
 
-def _blur_section(blur: dict) -> str:
-    numbers = blur["numbers"]
+def _blur_section(blur: BlurFigure) -> str:
+    numbers = blur.numbers
     d = numbers["dim"]
     rows = [[k, numbers[k], numbers[k] / d] for k in ("recon_mse", "optimal_recon_mse", "blur_floor",
                                                       "decoder_gap")]
-    sharp = [[k, v] for k, v in blur["sharpness"].items()]
+    sharp = [[k, v] for k, v in blur.sharpness.items()]
     share = numbers["blur_floor"] / max(numbers["recon_mse"], 1e-300)
     text = ("Columns: training images; the VAE's reconstructions (decoder means at z ~ q(z|x)); the optimal "
             "decoder mu*(z) = E[q(z|x) x] / E[q(z|x)] over the training set at the same z "
@@ -190,7 +185,7 @@ def _blur_section(blur: dict) -> str:
             + (" (the posteriors barely overlap, so mu* nearly copies training images and the blur of the "
                "VAE's decoder is its own gap to mu*)" if share < 0.1 else "")
             + ". Sharpness: the mean squared finite difference of the images (higher is sharper).")
-    return _section("blur", "Why the VAE blurs", _img(blur["png"], "blur figure")
+    return _section("blur", "Why the VAE blurs", _img(blur.png, "blur figure")
                     + '<p class="note">' + text + "</p>"
                     + _table(["blur_report (squared error)", "per example", "per dim"], rows)
                     + _table(["images", "sharpness"], sharp), level=2)
@@ -216,39 +211,30 @@ def build_report(run_dirs, out, *, n_samples: int = 400, seed: int = 0, evals: d
     """Write the comparison page of ``run_dirs`` to ``out`` (atomically) and return its path.
 
     ``n_samples``: samples per metric and per point of the NFE sweep. ``evals``: {run dir: the dict of
-    ``report_parts.evaluate`` (or ``dgm.evaluate.evaluate_run``)} already computed, used as they are; runs
-    without one are evaluated here (NLL on the first ``nll_examples`` held-out examples). Raises
-    ValueError (one line) for a bad DIR or --out before doing any work.
+    ``dgm.report.compute.evaluate`` (or ``dgm.evaluation.likelihood.evaluate_run``)} already computed, used
+    as they are; runs without one are evaluated here (NLL on the first ``nll_examples`` held-out examples).
+    Raises ValueError (one line) for a bad DIR or --out before doing any work. ``progress``: say on stderr
+    what is being done.
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 8:
         raise ValueError(f"n_samples must be an integer >= 8, got {n_samples!r}")
     out = check_out(out)
     dirs = check_runs(run_dirs)
     say = (lambda msg: print(f"dgm report: {msg}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    runs = parts.load_runs(dirs)
+    runs = compute.load_runs(dirs)
     given = {Path(k).resolve(): v for k, v in (evals or {}).items()}
     table, found = [], []
     for r in runs:
         say(f"sampling and drawing {r.name} ({r.kind} on {r.data_name})")
-        found.append(parts.run_figures(r, n_samples=n_samples, seed=seed))
+        found.append(run_figures(r, n_samples=n_samples, seed=seed))
         e = given.get(r.path.resolve())
         if e is None:
             say(f"evaluating {r.name}")
-            e = parts.evaluate(r, n_samples=n_samples, seed=seed, nll_examples=nll_examples,
-                               fake=found[-1]["main_samples"])
+            e = compute.evaluate(r, n_samples=n_samples, seed=seed, nll_examples=nll_examples,
+                                 fake=found[-1].samples)
         table.append(e)
-    blur = parts.blur_figure(runs, found, seed=seed)
-    loss_png = figures.loss_png([(r.name, *r.loss_curve()) for r in runs])
+    blur = blur_figure(runs, found, seed=seed)
+    loss_png = plots.loss_png([(r.name, *r.loss_curve()) for r in runs])
     page = render(runs, table, found, loss_png, blur)
-    ckpt.atomic_write_bytes(out, page.encode())
+    atomic_write_bytes(out, page.encode())
     return out
-
-
-def main(args) -> int:
-    """``dgm report DIR [DIR ...] --out FILE.html`` (args: an argparse Namespace with ``runs``, ``out``)."""
-    t0 = time.monotonic()
-    out = build_report(args.runs, args.out, n_samples=getattr(args, "n_samples", None) or 400,
-                       seed=getattr(args, "seed", None) or 0, progress=True)
-    print(f"dgm: wrote {out} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
-    print(out)
-    return 0

@@ -2,13 +2,13 @@
 
 Everything here is a pure function of arrays: no model, no file, no global matplotlib state (figures are
 ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, never pyplot). Images come in model
-space (N, C, H, W) with values in [-1, 1] (-1 black, +1 white); 2-D points come as (N, 2) arrays.
+space (N, C, H, W) with values in [-1, 1] (-1 black, +1 white); 2-D points come as (N, 2) arrays. Image
+grids are tiled by ``dgm.runs.samples.tile``, as ``dgm sample`` tiles them.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,9 +16,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-from PIL import Image
 
-PAD = 1  # pixels of white between tiles
+from dgm.runs.samples import tile
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
@@ -41,41 +41,6 @@ def fig_png(fig: Figure) -> bytes:
     """Render a matplotlib figure to PNG bytes (no metadata text)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def to_uint8(x) -> np.ndarray:
-    """Model-space images (N, C, H, W) in [-1, 1] -> uint8 (N, H, W) grey or (N, H, W, 3) colour."""
-    x = torch.as_tensor(x).detach().float().cpu()
-    if x.dim() == 3:
-        x = x[:, None]
-    img = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return img[:, 0] if img.shape[1] != 3 else img.transpose(0, 2, 3, 1)
-
-
-def tile(x, ncol: int | None = None, pad: int = PAD) -> np.ndarray:
-    """Images (N, C, H, W) in model space -> one uint8 grid (rows of ``ncol`` tiles, white gaps)."""
-    img = to_uint8(x)
-    n, h, w = img.shape[:3]
-    ncol = max(1, min(n, ncol or math.ceil(math.sqrt(n))))
-    nrow = max(1, math.ceil(n / ncol))
-    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *img.shape[3:]), 255, dtype=np.uint8)
-    for k in range(n):
-        r, c = divmod(k, ncol)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        grid[top : top + h, left : left + w] = img[k]
-    return grid
-
-
-def grid_png(x, ncol: int | None = None, zoom: int | None = None) -> bytes:
-    """A PNG of ``tile(x, ncol)``, enlarged ``zoom`` times with nearest-neighbour pixels (default: to ~32 px
-    per tile)."""
-    grid = tile(x, ncol)
-    side = max(torch.as_tensor(x).shape[-2:])
-    zoom = zoom or max(1, 32 // side)
-    pic = Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST)
-    buf = io.BytesIO()
-    pic.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 

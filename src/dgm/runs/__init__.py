@@ -1,1 +1,2 @@
-"""The run directory: checkpoint protocol, log, loading a run and sampling from it, choosing the device."""
+"""The run directory: files written atomically, the checkpoint protocol, log.jsonl, sampling a loaded run and
+writing the samples, choosing the device."""

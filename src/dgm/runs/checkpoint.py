@@ -1,21 +1,22 @@
-"""Run-directory files: atomic writes, weights (safetensors), config (JSON), trainer state (torch).
+"""Run-directory files and the checkpoint protocol: weights (safetensors), config (JSON), trainer state (torch).
 
 Layout of a run directory (docs/ARCHITECTURE.md):
 
     DIR/config.json        model config + data spec + scaling + training config
     DIR/model.safetensors  weights, "model."- and "ema."-prefixed, metadata {"format": "dgm", "step", "kind"}
     DIR/state.pt           optimizer state, step, RNG states (tensors/ints/lists; weights_only=True)
-    DIR/log.jsonl          one JSON object per logged step
+    DIR/state.next.pt      only while a checkpoint is being written (see ``save_checkpoint``)
+    DIR/log.jsonl          one JSON object per logged step (``dgm.runs.log``)
 
-Every file is written to a temporary sibling and moved into place with ``os.replace``, so a reader
-sees either the old file or the new one, never half of one.
+Every file is written to a temporary sibling and moved into place with ``os.replace``
+(``dgm.runs.atomic``), so a reader sees either the old file or the new one, never half of one;
+``save_checkpoint`` orders the writes so that a kill at any moment leaves a resumable run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,35 +24,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from dgm.runs.atomic import atomic_write, atomic_write_bytes
+from dgm.runs.log import LOG
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
-STATE_NEXT = "state.next.pt"  # the state of a checkpoint being written (see train._save)
-LOG = "log.jsonl"
+STATE_NEXT = "state.next.pt"  # the state of a checkpoint being written (see save_checkpoint)
 FORMAT = "dgm"
 
 
 class CheckpointError(ValueError):
     """A run directory or checkpoint file is missing, truncated, or not a dgm checkpoint."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_config(run_dir: Path, config: dict) -> None:
@@ -147,6 +131,45 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: st
     module.load_state_dict(state)
 
 
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, *, step: int, state: dict) -> None:
+    """Write a checkpoint of ``model`` and ``ema`` at ``step`` that a SIGKILL at any moment leaves resumable.
+
+    ``state``: the trainer state (optimizer, RNG, loss scale; tensors, numbers, lists and dicts only), saved
+    with ``"step"``. The order: 1. state.next.pt, 2. model.safetensors (model and EMA weights, step),
+    3. rename state.next.pt to state.pt, each file written atomically. Killed before 2, the old weights and
+    state.pt agree; between 2 and 3, the new weights and state.next.pt do (``restore_checkpoint``).
+    """
+    run_dir = Path(run_dir)
+    save_state(run_dir / STATE_NEXT, {**state, "step": step})
+    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.state_dict().items()}
+    save_weights(run_dir / WEIGHTS, tensors, step=step, kind=model.kind)
+    os.replace(run_dir / STATE_NEXT, run_dir / STATE)
+
+
+def restore_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module) -> dict:
+    """Load the last checkpoint of ``run_dir`` into ``model`` and ``ema``; return its trainer state (with
+    ``"step"``).
+
+    The state is state.pt, or state.next.pt when the run was killed after writing the weights of a
+    checkpoint but before renaming its state (see ``save_checkpoint``). Weights and state of different
+    checkpoints are a CheckpointError.
+    """
+    run_dir = Path(run_dir)
+    tensors, meta = load_weights(run_dir / WEIGHTS)
+    step = int(meta["step"])
+    state = load_state(run_dir / STATE)
+    if int(state["step"]) != step and (run_dir / STATE_NEXT).exists():
+        state = load_state(run_dir / STATE_NEXT)
+    if int(state["step"]) != step:
+        raise CheckpointError(
+            f"{str(run_dir)!r}: {WEIGHTS} is at step {step} but {STATE} at step {state['step']}"
+            " (the files come from different checkpoints)")
+    load_into(model, split_prefix(tensors, "model"), str(run_dir / WEIGHTS))
+    load_into(ema, split_prefix(tensors, "ema"), str(run_dir / WEIGHTS))
+    return state
+
+
 def load_model(run_dir: Path, *, ema: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a run directory and load its last checkpoint (EMA weights by default).
 
@@ -224,21 +247,6 @@ def prepare_run_dir(out: Path, run_config: dict, *, resume: bool, write: bool) -
     if write:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, run_config)
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop torn log lines and those after ``step`` (written after the checkpoint a resume starts from)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, AttributeError):
-            continue
-    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
 # --- RNG states (tensors, ints, floats and lists only, so torch.load(weights_only=True) reads them) ------

@@ -1,15 +1,21 @@
-"""Drawing samples from a loaded run, chunk by chunk, and writing them as .npy or .png."""
+"""Drawing samples from a loaded run, chunk by chunk, and writing them as .npy or .png (images tiled into a
+grid, also the grids of ``dgm report``; vectors as a scatter plot)."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from dgm.runs import checkpoint as ckpt
+from dgm.runs.atomic import atomic_write, atomic_write_bytes
 
-__all__ = ["sample_model", "save_npy", "save_png"]
+__all__ = ["grid_png", "sample_model", "save_npy", "save_png", "tile", "to_uint8"]
+
+PAD = 1  # pixels of white between tiles
 
 
 def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | None, chunk: int = 4096):
@@ -20,6 +26,41 @@ def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | 
     return torch.cat(parts)
 
 
+def to_uint8(x) -> np.ndarray:
+    """Model-space images (N, C, H, W) in [-1, 1] -> uint8 (N, H, W) grey or (N, H, W, 3) colour."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() == 3:
+        x = x[:, None]
+    img = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return img[:, 0] if img.shape[1] != 3 else img.transpose(0, 2, 3, 1)
+
+
+def tile(x, ncol: int | None = None, pad: int = PAD) -> np.ndarray:
+    """Images (N, C, H, W) in model space -> one uint8 grid (rows of ``ncol`` tiles, white gaps)."""
+    img = to_uint8(x)
+    n, h, w = img.shape[:3]
+    ncol = max(1, min(n, ncol or math.ceil(math.sqrt(n))))
+    nrow = max(1, math.ceil(n / ncol))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *img.shape[3:]), 255, dtype=np.uint8)
+    for k in range(n):
+        r, c = divmod(k, ncol)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top : top + h, left : left + w] = img[k]
+    return grid
+
+
+def grid_png(x, ncol: int | None = None, zoom: int | None = None) -> bytes:
+    """A PNG of ``tile(x, ncol)``, enlarged ``zoom`` times with nearest-neighbour pixels (default: to ~32 px
+    per tile)."""
+    grid = tile(x, ncol)
+    side = max(torch.as_tensor(x).shape[-2:])
+    zoom = zoom or max(1, 32 // side)
+    pic = Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST)
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array)
@@ -28,23 +69,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def save_png(path: Path, x: torch.Tensor, scaling) -> None:
     """Images (N, C, H, W) in model space -> a PNG grid; vectors -> a scatter of the first two data dims."""
     if scaling.kind == "image":
-        from PIL import Image
-
-        img = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        img = img[:, :3] if img.shape[1] >= 3 else img[:, :1]
-        n, c, h, w = img.shape
-        ncol = max(1, int(np.ceil(np.sqrt(n))))
-        nrow = int(np.ceil(n / ncol))
-        pad = 1
-        grid = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), 255, dtype=torch.uint8)
-        for k in range(n):
-            r, q = divmod(k, ncol)
-            top, left = pad + r * (h + pad), pad + q * (w + pad)
-            grid[:, top : top + h, left : left + w] = img[k]
-        array = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
-        zoom = max(1, 32 // max(h, w))
-        pic = Image.fromarray(array).resize((array.shape[1] * zoom, array.shape[0] * zoom), Image.NEAREST)
-        ckpt.atomic_write(path, lambda tmp: pic.save(tmp, format="PNG"))
+        atomic_write_bytes(path, grid_png(x))
     else:
         import matplotlib
 
@@ -59,5 +84,5 @@ def save_png(path: Path, x: torch.Tensor, scaling) -> None:
             ax.scatter(y[:, 0], y[:, 1], s=2, alpha=min(1.0, 2000 / len(y)), linewidths=0)
             ax.set_aspect("equal")
         ax.set_title(f"{len(y)} samples")
-        ckpt.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
         plt.close(fig)

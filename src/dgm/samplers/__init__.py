@@ -1,5 +1,25 @@
-"""Stateless solvers over a given level grid; ``grid`` is the one home of level grids."""
+"""Stateless solvers over a given level grid (STYLE.md 5); ``grid`` is the one home of level grids.
 
-from dgm.samplers.solvers import SAMPLERS, ddim_step, level_grid, sample, sample_ancestral, sample_ddim, sample_dpmpp_2m
+Each solver is ``sample_x(eps_fn, x_L, s, grid, *, generator=None, clip=None, callback=None, cond=None)``;
+``sample`` makes the grid from ``steps`` and runs one by name.
+"""
 
-__all__ = ["SAMPLERS", "ddim_step", "level_grid", "sample", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m"]
+from dgm.samplers.ancestral import sample_ancestral
+from dgm.samplers.api import DEFAULT_STEPS, SAMPLERS, sample, sampler_grid
+from dgm.samplers.ddim import ddim_step, sample_ddim
+from dgm.samplers.dpm_solver import sample_dpmpp_2m
+from dgm.samplers.grid import check_grid, full_grid, level_grid
+
+__all__ = [
+    "SAMPLERS",
+    "DEFAULT_STEPS",
+    "sample",
+    "sampler_grid",
+    "ddim_step",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_dpmpp_2m",
+    "check_grid",
+    "full_grid",
+    "level_grid",
+]

@@ -1,1 +1,1 @@
-"""Training: the loop (fit), its configuration, distributed launch and the default recipes."""
+"""Training: the loop (fit), its configuration, several processes and their launch, and the default recipes."""

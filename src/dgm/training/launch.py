@@ -4,8 +4,8 @@ accelerate 1.15 runs ``--cpu --num_processes N`` on one machine through mpirun o
 ``--mpirun_hostfile``); without it, its simple launcher starts one process and passes N on nowhere. That
 process is ``dgm train``, and on Linux its parent is the launcher, so :func:`plan` reads the parent's command
 line back with accelerate's own parser, and :func:`relaunch` runs the same command as N workers under
-torch.distributed.run. The workers have WORLD_SIZE set, so they do not relaunch, and ``train._Dist`` joins
-them in one gloo group (accelerate's MULTI_CPU).
+torch.distributed.run. The workers have WORLD_SIZE set, so they do not relaunch, and
+``dgm.training.distributed.ProcessGroup`` joins them in one gloo group (accelerate's MULTI_CPU).
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def _port_free(addr: str, port: int) -> bool:
     return True
 
 
-def _exit_status(failures: Mapping) -> tuple[int, int]:
-    """(rank, exit status) of the worker to report: the lowest rank that exited with an error of its own, else
+def exit_status(failures: Mapping) -> tuple[int, int]:
+    """(rank, exit status) of the worker to report, from torch.distributed.run's ``failures`` (rank -> a
+    record with ``exitcode`` and ``timestamp``): the lowest rank that exited with an error of its own, else
     the first to fail (killed by a signal s: status 128 + s)."""
     own = sorted(rank for rank, f in failures.items() if f.exitcode > 0)
     rank = own[0] if own else min(failures, key=lambda r: failures[r].timestamp)
@@ -132,7 +133,7 @@ def _torchrun(n: int, argv: Sequence[str], env: Mapping[str, str]) -> int:
             )
             return 0
         except ChildFailedError as err:
-            rank, code = _exit_status(err.failures)
+            rank, code = exit_status(err.failures)
             if rank != 0:  # rank 0 was stopped or succeeded: show the failed worker's stderr
                 for path in Path(logs).glob(f"*/attempt_*/{rank}/stderr.log"):
                     sys.stderr.write(path.read_text(errors="replace"))

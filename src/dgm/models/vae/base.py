@@ -1,17 +1,11 @@
-"""Parts shared by `VAE` and `HVAE`: config checks, Gaussian helpers, decoder likelihoods, networks.
+"""What `VAE` and `HVAE` share: config checks, dynamic binarization, and `LatentVariableModel` (the
+training loss, sampling and IWAE evaluation).
 
 Conventions (EQUATIONS.md section 3):
 - data live in model space, roughly [-1, 1]; one example has shape `data_shape`, D = prod(data_shape);
 - a Gaussian is carried as `(mean, log_std)`; densities and KLs are summed over the trailing dims and
   returned per example, in nats;
-- the decoder likelihood p(x|z) is one of
-  `gaussian`    N(x; mu(z), sigma^2) per dim (E13), sigma fixed (`decoder_std` a float) or learned;
-  `bernoulli`   a coin per dim on b = [x > 0] (data in {-1, 1} or {0, 1}; the mean is 2 p - 1);
-  `discretized` the discretized Gaussian of E36 over `bins` = K evenly spaced values in [-1, 1]: bin
-                half-width 1/(K-1), outer edges at -inf/+inf, so its NLL compares with a DDPM's bits/dim.
-  `decoder_std="learned"` is a learned global log-std per data dimension (a parameter of shape
-  `data_shape`, initialized to log 0.1 (a small start keeps the posterior from collapsing while the
-  std is still large), floored at `LOG_STD_MIN`; it does not depend on z.
+- the decoder likelihood p(x|z) is one of `dgm.models.vae.likelihoods.DECODERS`.
 """
 
 from __future__ import annotations
@@ -23,16 +17,11 @@ import torch
 from torch import nn
 
 from dgm.core import rng
-from dgm.core.gaussian import discretized_gaussian_log_prob  # noqa: F401  (E36, shared with the DDPM bound)
+from dgm.models.vae.likelihoods import DECODERS, DecoderLikelihood
+from dgm.nets.coders import ARCHS
 
-DECODERS = ("gaussian", "bernoulli", "discretized")
-ARCHS = ("mlp", "conv")
-LOG_STD_MIN = math.log(1e-3)  # floor of a learned decoder std: 1e-3 of the [-1, 1] range
-LOG_STD_INIT = math.log(0.1)  # start of a learned decoder std: small, so that z is used from the start
-LOG_2PI = math.log(2 * math.pi)
+__all__ = ["LatentVariableModel", "check_common", "check_positive_int", "dynamic_binarize"]
 
-
-# ----------------------------------------------------------------------------------------------- config
 
 
 def check_positive_int(name: str, value) -> int:
@@ -88,195 +77,6 @@ def dynamic_binarize(x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.where(u < (x + 1) / 2, 1.0, -1.0).to(x.dtype)
 
 
-# --------------------------------------------------------------------------------------------- Gaussians
-
-
-def sum_except_batch(x: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
-    """Sum over all but the first `batch_dims` dims: (*batch, ...) -> (*batch,)."""
-    return x.reshape(*x.shape[:batch_dims], -1).sum(-1)
-
-
-def log_normal(x, mean, log_std) -> torch.Tensor:
-    """log N(x; mean, exp(log_std)^2) per element (E13's Gaussian density; shapes broadcast). Takes a
-    log-std, unlike `dgm.gaussian.normal_log_prob`, which takes a variance."""
-    return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * LOG_2PI
-
-
-def kl_normals(mean_q, log_std_q, mean_p, log_std_p) -> torch.Tensor:
-    """KL(N(mean_q, s_q^2) || N(mean_p, s_p^2)) per element, analytic, from log-stds (with p = N(0, 1)
-    this is E13's (m^2 + s^2 - 1 - log s^2) / 2, `dgm.gaussian.std_normal_kl`)."""
-    var_ratio = torch.exp(2 * (log_std_q - log_std_p))
-    return 0.5 * (var_ratio + ((mean_q - mean_p) * torch.exp(-log_std_p)) ** 2 - 1) - (log_std_q - log_std_p)
-
-
-def reparameterize(mean, log_std, n: int | None = None, generator=None) -> torch.Tensor:
-    """z = mean + std * eps, eps ~ N(0, I): (B, m) -> (B, m), or (n, B, m) when n is given."""
-    shape = mean.shape if n is None else (n, *mean.shape)
-    eps = rng.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    return mean + torch.exp(log_std) * eps
-
-
-def snap_to_bins(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """Round x to the nearest of K = `bins` evenly spaced values in [-1, 1] (clamped); the ends are exact."""
-    k = torch.round((x.clamp(-1, 1) + 1) * (bins - 1) / 2)
-    return (2 * k - (bins - 1)) / (bins - 1)
-
-
-class DecoderLikelihood(nn.Module):
-    """p(x|z) given the decoder net's output `out` (same shape as x): a mean (gaussian, discretized)
-    or logits (bernoulli). Holds the learned log-std when `decoder_std="learned"`."""
-
-    def __init__(self, decoder: str, decoder_std, bins: int | None, data_shape: Sequence[int]):
-        super().__init__()
-        self.decoder, self.bins = decoder, bins
-        if decoder == "bernoulli":
-            self.log_std, self.fixed_log_std = None, None
-        elif decoder_std == "learned":
-            self.log_std = nn.Parameter(torch.full(tuple(data_shape), LOG_STD_INIT))
-            self.fixed_log_std = None
-        else:
-            self.log_std, self.fixed_log_std = None, math.log(decoder_std)
-
-    def get_log_std(self, out: torch.Tensor) -> torch.Tensor:
-        """The decoder log-std broadcastable to `out` (gaussian and discretized decoders)."""
-        if self.log_std is not None:
-            return self.log_std.clamp(min=LOG_STD_MIN)
-        return torch.full((), self.fixed_log_std, dtype=out.dtype, device=out.device)
-
-    def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) in nats summed over the data dims: x (B, *data_shape), out (*batch, B, *data_shape)
-        -> (*batch, B)."""
-        n_batch = out.dim() - x.dim() + 1
-        if self.decoder == "gaussian":
-            lp = log_normal(x, out, self.get_log_std(out))
-        elif self.decoder == "discretized":
-            # E36 with K = bins; x is snapped to the grid so the end bins are recognized exactly
-            x = snap_to_bins(x, self.bins)
-            lp = discretized_gaussian_log_prob(x, out, self.get_log_std(out), self.bins)
-        elif self.decoder == "bernoulli":
-            b = (x > 0).to(out.dtype)
-            lp = b * nn.functional.logsigmoid(out) + (1 - b) * nn.functional.logsigmoid(-out)
-        else:
-            raise ValueError(f"unknown decoder {self.decoder!r}")
-        return sum_except_batch(lp.expand(out.shape), n_batch)
-
-    def mean(self, out: torch.Tensor) -> torch.Tensor:
-        """E[x|z] in model space: the Gaussian mean; 2 p - 1 for bernoulli (a {-1, 1} coin); for the
-        discretized decoder sum_k x_k P(x_k) = -1 + 2/(K-1) sum_{k=1}^{K-1} Phi((mean - e_k) / s) over
-        the inner bin edges e_k (always in [-1, 1], unlike the Gaussian location, which the end bins
-        push outside)."""
-        if self.decoder == "bernoulli":
-            return 2 * torch.sigmoid(out) - 1
-        elif self.decoder == "discretized":
-            inv_std, step = torch.exp(-self.get_log_std(out)), 2.0 / (self.bins - 1)
-            total = torch.zeros_like(out)
-            for k in range(1, self.bins):
-                total = total + torch.special.ndtr((out - (-1 + (k - 0.5) * step)) * inv_std)
-            return total * step - 1
-        return out
-
-    def sample(self, out: torch.Tensor, generator=None) -> torch.Tensor:
-        """x ~ p(x|z): gaussian adds noise; discretized adds noise, clamps and rounds to the bins;
-        bernoulli returns values in {-1, 1}."""
-        if self.decoder == "bernoulli":
-            u = rng.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype)
-            return torch.where(u < torch.sigmoid(out), 1.0, -1.0).to(out.dtype)
-        eps = rng.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
-        x = out + torch.exp(self.get_log_std(out)) * eps
-        return snap_to_bins(x, self.bins) if self.decoder == "discretized" else x
-
-
-# --------------------------------------------------------------------------------------------- networks
-
-
-def mlp(widths: Sequence[int], final_act: bool = False) -> nn.Sequential:
-    """Linear layers widths[0] -> ... -> widths[-1], SiLU between (and after the last if final_act)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if final_act or i < len(widths) - 2:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
-
-
-def _conv_sizes(h: int, w: int, n: int) -> list[tuple[int, int]]:
-    """Spatial sizes after each of n stride-2 convs (kernel 3, padding 1): ceil halving."""
-    sizes = [(h, w)]
-    for _ in range(n):
-        h, w = (h + 1) // 2, (w + 1) // 2
-        sizes.append((h, w))
-    return sizes
-
-
-class ConvEncoder(nn.Module):
-    """x (B, C, H, W) -> features (B, hidden[-1] * h * w): one stride-2 conv + SiLU per entry of hidden,
-    each followed by a 3x3 conv + SiLU (28 -> 14 -> 7, 8 -> 4 -> 2)."""
-
-    def __init__(self, data_shape: Sequence[int], hidden: Sequence[int]):
-        super().__init__()
-        c, h, w = data_shape
-        layers: list[nn.Module] = []
-        for c_out in hidden:
-            layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.SiLU(),
-                       nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
-            c = c_out
-        self.net = nn.Sequential(*layers, nn.Flatten())
-        h_l, w_l = _conv_sizes(h, w, len(hidden))[-1]
-        self.out_dim = hidden[-1] * h_l * w_l
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class ConvDecoder(nn.Module):
-    """z (B, m) -> (B, C, H, W): a linear map to the coarsest grid, then per stage a nearest upsample to
-    the encoder's size there and a 3x3 conv + SiLU, the mirror of `ConvEncoder`; a linear last conv."""
-
-    def __init__(self, latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int]):
-        super().__init__()
-        c_data, h, w = data_shape
-        sizes = _conv_sizes(h, w, len(hidden))
-        self.shape0 = (hidden[-1], *sizes[-1])
-        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.shape0)), nn.SiLU())
-        layers: list[nn.Module] = []
-        chans = list(hidden[::-1]) + [hidden[0]]
-        for k in range(len(hidden)):
-            c_in, c_out = chans[k], chans[k + 1]
-            layers += [nn.Upsample(size=sizes[len(hidden) - 1 - k], mode="nearest"),
-                       nn.Conv2d(c_in, c_out, 3, padding=1), nn.SiLU()]
-        layers.append(nn.Conv2d(chans[-1], c_data, 3, padding=1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).reshape(-1, *self.shape0))
-
-
-def build_trunk(arch: str, data_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
-    """The deterministic bottom-up feature net: x (B, *data_shape) -> (B, width); returns (net, width)."""
-    if arch == "mlp":
-        return nn.Sequential(nn.Flatten(), mlp([math.prod(data_shape), *hidden], final_act=True)), hidden[-1]
-    elif arch == "conv":
-        enc = ConvEncoder(data_shape, hidden)
-        return enc, enc.out_dim
-    else:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-
-
-def build_decoder_net(arch: str, latent_dim: int, data_shape: Sequence[int],
-                      hidden: Sequence[int]) -> nn.Module:
-    """z (B, m) -> decoder output (B, *data_shape) (a mean, or logits for bernoulli)."""
-    if arch == "mlp":
-        return nn.Sequential(mlp([latent_dim, *hidden[::-1], math.prod(data_shape)]),
-                             nn.Unflatten(1, tuple(data_shape)))
-    elif arch == "conv":
-        return ConvDecoder(latent_dim, data_shape, hidden)
-    else:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-
-
-# ------------------------------------------------------------------------------------ shared model half
-
-
 class LatentVariableModel(nn.Module):
     """What VAE and HVAE share: the decoder likelihood, the beta / KL warm-up weight, the training loss
     (E10), ancestral sampling and the IWAE evaluation (E13). Subclasses implement
@@ -293,6 +93,26 @@ class LatentVariableModel(nn.Module):
     """
 
     kind: str
+    CLI_OPTIONS: tuple[str, ...] = ()  # no `dgm train` flag sets a VAE option; use --config
+
+    @classmethod
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict:
+        """A recipe's model config with the data-dependent fields filled in: data_shape and bins; continuous
+        data take the Gaussian decoder where the recipe names the discretized one."""
+        config = dict(config, kind=cls.kind, data_shape=list(shape), bins=bins)
+        if bins is None and config.get("decoder") == "discretized":
+            config["decoder"] = "gaussian"
+        return config
+
+    def describe(self) -> str:
+        """One line: the encoder/decoder nets, the latents and the decoder likelihood."""
+        cfg = self.config()
+        latent = cfg.get("latent_dim", cfg.get("latent_dims"))
+        return f"{cfg['arch']} encoder/decoder, latent {latent}, {cfg['decoder']} decoder"
+
+    def quick_sampling(self) -> tuple[dict, str]:
+        """The decoder means of prior draws (the usual VAE picture)."""
+        return {}, "decoder means"
 
     def _setup(self, cfg: dict) -> None:
         self._cfg = cfg
@@ -310,7 +130,7 @@ class LatentVariableModel(nn.Module):
         beta, warmup = self._cfg["beta"], self._cfg["kl_warmup_steps"]
         return beta if warmup == 0 else beta * min(1.0, step / warmup)
 
-    def loss(self, x0: torch.Tensor, *, generator=None, step: int | None = None):
+    def loss(self, x0: torch.Tensor, *, generator=None, step: int | None = None, cond=None):
         """The beta-weighted negative ELBO (E10) in nats per data dimension, averaged over the batch:
         (-E_q log p(x|z) + w_t * KL) / D with w_t = `kl_weight(t)`. x0: (B, *data_shape).
 
@@ -318,6 +138,7 @@ class LatentVariableModel(nn.Module):
         `elbo_nats` = the negative ELBO in nats per example (as in `evaluate`); `kl_weight`; and for more
         than one stochastic layer `kl_1`, `kl_2`, ... in nats per example (1 = the layer next to x).
         """
+        _no_labels(self.kind, cond)
         if step is None:
             step = int(self.kl_step)
             if self.training:
@@ -337,10 +158,11 @@ class LatentVariableModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator=None, noise: bool = False, sampler=None,
-               steps=None) -> torch.Tensor:
+               steps=None, cond=None) -> torch.Tensor:
         """n samples in model space, (n, *data_shape): z from the prior, then the decoder mean E[x|z]
         (noise=False, the usual VAE picture) or a draw from p(x|z) (noise=True, a sample of the model
         p(x)). A VAE has no sampler or steps: passing either raises ValueError."""
+        _no_labels(self.kind, cond)
         if sampler is not None or steps is not None:
             raise ValueError(f"a {self.kind} samples by decoding prior draws; got sampler={sampler!r}, "
                              f"steps={steps!r}")
@@ -348,7 +170,7 @@ class LatentVariableModel(nn.Module):
         return self.likelihood.sample(out, generator) if noise else self.likelihood.mean(out)
 
     @torch.no_grad()
-    def evaluate(self, x0: torch.Tensor, *, generator=None, k: int = 1000, max_rows: int = 2048) -> dict:
+    def evaluate(self, x0: torch.Tensor, *, generator=None, k: int = 1000, max_rows: int = 2048, cond=None) -> dict:
         """Per-example bounds in nats, model space. x0: (B, *data_shape) -> dict of (B,) tensors:
 
         - `nll_nats`  = -log (1/K) sum_k w_k, the IWAE bound of E13 with K = `k` draws z_k ~ q(z|x),
@@ -361,6 +183,7 @@ class LatentVariableModel(nn.Module):
 
         The K draws are taken in chunks, at most `max_rows` decoder rows at a time (examples x draws).
         """
+        _no_labels(self.kind, cond)
         k = check_positive_int("k", k)
         k_chunk = min(k, check_positive_int("max_rows", max_rows))
         if self._cfg.get("binarize"):
@@ -379,3 +202,8 @@ class LatentVariableModel(nn.Module):
 
     def _common_config(self) -> dict:
         return {key: (list(v) if isinstance(v, list) else v) for key, v in self._cfg.items()}
+
+
+def _no_labels(kind: str, cond) -> None:
+    if cond is not None:
+        raise ValueError(f"this {kind} is unconditional: it takes no class labels")

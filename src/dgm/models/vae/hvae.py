@@ -1,7 +1,7 @@
 """A hierarchical VAE with a top-down inference ladder (Sonderby et al. 2016, "Ladder VAE").
 
 Generative model, L >= 2 Gaussian layers (z_1 next to x, z_L on top):
-    p(z_L) = N(0, I),  p(z_l | z_{l+1}) = N(mu_p, s_p^2),  p(x | z_1) as in `dgm.vae_parts`.
+    p(z_L) = N(0, I),  p(z_l | z_{l+1}) = N(mu_p, s_p^2),  p(x | z_1) as in `dgm.models.vae.likelihoods`.
 Inference: one deterministic bottom-up pass d_1 = f_1(x), d_l = f_l(d_{l-1}) gives per-layer "likelihood"
 Gaussians N(mu_hat_l, s_hat_l^2); then top-down, q(z_L | x) = N(mu_hat_L, s_hat_L^2) and for l < L the
 posterior q(z_l | z_{l+1}, x) is the precision-weighted product of N(mu_hat_l, s_hat_l^2) and the prior
@@ -19,17 +19,9 @@ import torch
 from torch import nn
 
 from dgm.core import rng
-from dgm.models.vae.base import (
-    LatentVariableModel,
-    build_decoder_net,
-    build_trunk,
-    check_common,
-    check_positive_int,
-    kl_normals,
-    log_normal,
-    mlp,
-    reparameterize,
-)
+from dgm.core.gaussian import normal_kl_from_log_std, normal_log_prob_from_log_std, reparameterize
+from dgm.models.vae.base import LatentVariableModel, check_common, check_positive_int
+from dgm.nets.coders import build_decoder_net, build_trunk, mlp
 
 
 def precision_weighted(mean_hat, log_std_hat, mean_p, log_std_p) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +83,7 @@ class HVAE(LatentVariableModel):
         per layer a dict of (n, B, m_l) tensors `z`, `q` = (mean, log_std), `p` = (mean, log_std)."""
         stats = self.bottom_up(x)
         mean_top, log_std_top = stats[-1]
-        z = reparameterize(mean_top, log_std_top, n, generator)
+        z = reparameterize(mean_top, torch.exp(log_std_top), n=n, generator=generator)
         zeros = torch.zeros_like(z)
         layers = [{"z": z, "q": (mean_top.expand_as(z), log_std_top.expand_as(z)), "p": (zeros, zeros)}]
         for l in range(len(self.latent_dims) - 2, -1, -1):
@@ -110,7 +102,7 @@ class HVAE(LatentVariableModel):
         """One joint draw: log p(x|z_1) and per layer KL(q(z_l|z_{l+1},x) || p(z_l|z_{l+1})), each (B,)."""
         layers = self.top_down(x, 1, generator)
         recon = self.likelihood.log_prob(x, self._decoder_out(layers[0]["z"]))[0]
-        kls = [kl_normals(*layer["q"], *layer["p"]).sum(-1)[0] for layer in layers]
+        kls = [normal_kl_from_log_std(*layer["q"], *layer["p"]).sum(-1)[0] for layer in layers]
         return recon, kls
 
     def _log_weights(self, x, k, generator):
@@ -118,8 +110,8 @@ class HVAE(LatentVariableModel):
         layers = self.top_down(x, k, generator)
         log_w = self.likelihood.log_prob(x, self._decoder_out(layers[0]["z"]))
         for layer in layers:
-            log_p = log_normal(layer["z"], *layer["p"])
-            log_w = log_w + (log_p - log_normal(layer["z"], *layer["q"])).sum(-1)
+            log_p = normal_log_prob_from_log_std(layer["z"], *layer["p"])
+            log_w = log_w + (log_p - normal_log_prob_from_log_std(layer["z"], *layer["q"])).sum(-1)
         return log_w
 
     def _decode_prior(self, n, generator):
@@ -127,6 +119,6 @@ class HVAE(LatentVariableModel):
         z = rng.randn(n, self.latent_dims[-1], generator=generator, device=p.device, dtype=p.dtype)
         for l in range(len(self.latent_dims) - 2, -1, -1):
             mean_p, log_std_p = self.prior_params(l, z)
-            z = reparameterize(mean_p, log_std_p, generator=generator)
+            z = reparameterize(mean_p, torch.exp(log_std_p), generator=generator)
         return self.decoder_net(z)
 

@@ -1,5 +1,5 @@
 """The Gaussian VAE of EQUATIONS.md section 3 (E7-E13): encoder q(z|x) = N(m(x), diag s(x)^2), prior
-p(z) = N(0, I), decoder p(x|z) gaussian / bernoulli / discretized (see `dgm.vae_parts`).
+p(z) = N(0, I), decoder p(x|z) gaussian / bernoulli / discretized (see `dgm.models.vae.likelihoods`).
 
 Trained on the ELBO (E10) with an analytic KL (E13), evaluated with the IWAE bound (E13). The
 hierarchical model lives in `dgm.models.vae.hvae`.
@@ -13,17 +13,9 @@ import torch
 from torch import nn
 
 from dgm.core import rng
-from dgm.models.vae.base import (
-    LatentVariableModel,
-    build_decoder_net,
-    build_trunk,
-    check_common,
-    check_positive_int,
-    kl_normals,
-    log_normal,
-    reparameterize,
-    sum_except_batch,
-)
+from dgm.core.gaussian import normal_kl_from_log_std, normal_log_prob_from_log_std, reparameterize, sum_flat
+from dgm.models.vae.base import LatentVariableModel, check_common, check_positive_int
+from dgm.nets.coders import build_decoder_net, build_trunk
 
 __all__ = ["VAE"]
 
@@ -84,25 +76,25 @@ class VAE(LatentVariableModel):
     def reconstruct(self, x: torch.Tensor, n: int = 1, generator=None) -> torch.Tensor:
         """n reconstructions per example, (n, B, *data_shape): z ~ q(z|x) decoded to E[x|z]."""
         mean, log_std = self.encode_log_std(x)
-        z = reparameterize(mean, log_std, check_positive_int("n", n), generator)  # (n, B, m)
+        z = reparameterize(mean, torch.exp(log_std), n=check_positive_int("n", n), generator=generator)  # (n, B, m)
         return self.decode(z.flatten(0, 1)).unflatten(0, (n, x.shape[0]))
 
     def _elbo_terms(self, x, generator):
         """One-sample E_q log p(x|z) and the analytic KL(q(z|x) || N(0, I)) of E13, each (B,)."""
         mean, log_std = self.encode_log_std(x)
-        z = reparameterize(mean, log_std, generator=generator)
+        z = reparameterize(mean, torch.exp(log_std), generator=generator)
         recon = self.likelihood.log_prob(x, self.decode_raw(z))
-        kl = sum_except_batch(kl_normals(mean, log_std, torch.zeros_like(mean), torch.zeros_like(log_std)))
+        kl = sum_flat(normal_kl_from_log_std(mean, log_std, torch.zeros_like(mean), torch.zeros_like(log_std)))
         return recon, [kl]
 
     def _log_weights(self, x, k, generator):
         """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k draws z_k ~ q(z|x) (E13): (k, B)."""
         mean, log_std = self.encode_log_std(x)
-        z = reparameterize(mean, log_std, k, generator)  # (k, B, m)
+        z = reparameterize(mean, torch.exp(log_std), n=k, generator=generator)  # (k, B, m)
         out = self.decode_raw(z.flatten(0, 1)).unflatten(0, (k, x.shape[0]))
         zeros = torch.zeros_like(z)
-        log_pz = log_normal(z, zeros, zeros).sum(-1)
-        log_qz = log_normal(z, mean, log_std).sum(-1)
+        log_pz = normal_log_prob_from_log_std(z, zeros, zeros).sum(-1)
+        log_qz = normal_log_prob_from_log_std(z, mean, log_std).sum(-1)
         return self.likelihood.log_prob(x, out) + log_pz - log_qz
 
     def _decode_prior(self, n, generator):

@@ -1,0 +1,152 @@
+"""``dgm train KIND --data DATA --out DIR``: settings from recipe < stored config (--resume) < --config file <
+flags, then ``dgm.training.loop.fit``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dgm.cli.arguments import DEVICE_HELP, nonneg_int, positive_float, positive_int
+
+EXAMPLES = """examples:
+  dgm train ddpm --data gmm2d --out runs/gmm2d             # the recipe for 2-D data (a few minutes)
+  dgm train ddpm --data digits --out runs/digits --minutes 10
+  dgm train vae --data moons --out runs/moons-vae --steps 2000 --lr 1e-3
+  dgm train ddpm --data images.npy --out runs/mine --config settings.toml
+  dgm train ddpm --data gmm2d --out runs/gmm2d --resume --steps 8000   # continue to step 8000
+
+several processes (each trains on its shard; global batch = --batch-size x processes; on CPU they talk
+over gloo; with --cpu, accelerate 1.15 starts one process and dgm starts the others, on Linux):
+  accelerate launch --cpu --num_processes 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
+  accelerate launch --multi_gpu --num_processes 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
+  torchrun --nproc-per-node 2 -m dgm.cli train ddpm --data gmm2d --out runs/2p
+
+settings.toml may hold a [model] table (with [model.net]) and a [train] table, e.g.
+  [model]
+  schedule = "linear"
+  [model.net]
+  hidden = 128
+  [train]
+  lr = 1e-3
+  checkpoint_every = 250
+Flags override the file, and the file overrides the recipe for the data."""
+
+MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels")  # a model's CLI_OPTIONS say which
+TRAIN_FLAGS = ("steps", "minutes", "batch_size", "lr", "seed", "mixed_precision")  # TrainConfig keys
+CONFIG_TABLES = ("model", "train")
+
+
+def add_parser(sub) -> None:
+    from dgm.core.losses import OBJECTIVES, WEIGHTINGS
+    from dgm.core.parameterization import PREDICTIONS
+    from dgm.models import MODEL_KINDS
+    from dgm.models.ddpm import SCHEDULES
+    from dgm.training.config import PRECISIONS
+
+    p = sub.add_parser("train", help="train a model", description="Train a DDPM, VAE or HVAE; write "
+                       "checkpoints, config.json and log.jsonl to --out.", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=MODEL_KINDS, help="the model")
+    p.add_argument("--data", help="built-in name (gmm2d, moons, swissroll, checkerboard, digits) or a path "
+                   "(.npy/.npz array or a folder of images); optional with --resume")
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--heldout-last", type=positive_int, metavar="N",
+                   help="hold out the last N examples (default: a seeded random 10%%)")
+    p.add_argument("--steps", type=positive_int, help="train until this many steps in total")
+    p.add_argument("--minutes", type=positive_float, help="stop after this many minutes of wall time")
+    p.add_argument("--batch-size", type=positive_int, help="examples per step (per process)")
+    p.add_argument("--lr", type=positive_float, help="AdamW learning rate")
+    p.add_argument("--seed", type=nonneg_int, help="seed of the initialisation, data order and noise")
+    p.add_argument("--config", help="a TOML file with [model] and [train] tables")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--objective", choices=OBJECTIVES, help="DDPM regression target")
+    p.add_argument("--prediction", choices=PREDICTIONS, help="what the DDPM network outputs")
+    p.add_argument("--weighting", choices=WEIGHTINGS, help="DDPM per-level loss weight")
+    p.add_argument("--schedule", choices=SCHEDULES, help="DDPM noise schedule")
+    p.add_argument("--levels", type=positive_int, help="DDPM number of levels L")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
+                   "images, whose small tensors only lose from threading; torch's default otherwise)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--mixed-precision", choices=PRECISIONS,
+                   help="autocast the forward pass (fp16 with loss scaling)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def read_settings(path: str) -> dict:
+    """The [model] and [train] tables of a TOML settings file (other tables are an error)."""
+    import tomllib  # Python >= 3.11
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config {path!r} does not exist")
+    try:
+        settings = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path!r} is not valid TOML ({err})") from None
+    unknown = sorted(set(settings) - set(CONFIG_TABLES))
+    if unknown:
+        raise ValueError(f"--config {path!r}: unknown table or key {unknown[0]!r} "
+                         "(expected [model] and [train])")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """``dgm train``: recipe < stored config (--resume) < --config file < flags; then ``fit``."""
+    import torch
+
+    from dgm.data.spec import data_spec, load_run_data
+    from dgm.models import MODEL_KINDS, build_model, model_class
+    from dgm.runs import checkpoint as ckpt
+    from dgm.training.config import TrainConfig, merge_settings
+    from dgm.training.loop import fit
+    from dgm.training.recipes import default_threads, recipe
+
+    out = Path(args.out)
+    stored = ckpt.read_config(out) if args.resume and (out / ckpt.CONFIG).exists() else None
+    if args.resume and stored is None:
+        raise ckpt.CheckpointError(f"--resume: {str(out)!r} has no run to resume (no {ckpt.CONFIG})")
+    if args.data is None and stored is None:
+        raise ValueError("--data is required (a built-in name or a path)")
+    if args.data is not None:
+        spec = data_spec(args.data, args.heldout_last)
+    elif args.heldout_last is not None:
+        raise ValueError("--heldout-last needs --data")
+    else:
+        spec = stored["data"]
+    data = load_run_data(spec)
+    if stored is not None:
+        model_cfg, train_cfg = stored["model"], stored["train"]
+    else:
+        model_cfg, train_cfg = recipe(args.kind, data.scaling)
+    if stored is not None and stored["model"]["kind"] != args.kind:
+        raise ckpt.CheckpointError(f"--resume: {str(out)!r} holds a {stored['model']['kind']} run, "
+                                   f"not {args.kind}")
+    if args.config:
+        settings = read_settings(args.config)
+        model_cfg = merge_settings(model_cfg, settings.get("model", {}))
+        train_cfg = merge_settings(train_cfg, settings.get("train", {}))
+    for flag in MODEL_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            if flag not in model_class(args.kind).CLI_OPTIONS:
+                kinds = [k for k in MODEL_KINDS if flag in model_class(k).CLI_OPTIONS]
+                raise ValueError(f"--{flag} applies to {' and '.join(kinds)} only, not {args.kind}")
+            model_cfg[flag] = value
+    train_cfg = merge_settings(train_cfg, {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    model_cfg["kind"] = args.kind
+    torch.manual_seed(train_cfg.get("seed", 0))
+    model = build_model(model_cfg)
+    config = TrainConfig.from_dict(train_cfg)
+    threads, before = args.threads or default_threads(data.scaling), torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads or before)
+        result = fit(model, data, out, train_config=config, resume=args.resume, progress=not args.no_progress,
+                     data_spec=spec, device=args.device)
+    finally:
+        torch.set_num_threads(before)
+    if result.main:
+        print(f"dgm: {args.kind} at step {result.step} (stopped by {result.stopped}) after "
+              f"{result.seconds:.0f} s, last loss {result.loss:.4g}; checkpoint in {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""``dgm.sample``: draw x_L ~ N(0, I), make the level grid, and run a named solver."""
+
+from __future__ import annotations
+
+import torch
+
+from dgm.core import rng
+from dgm.core.schedule import Schedule
+from dgm.samplers.ancestral import sample_ancestral
+from dgm.samplers.ddim import sample_ddim
+from dgm.samplers.dpm_solver import sample_dpmpp_2m
+from dgm.samplers.grid import check_grid, full_grid, level_grid
+
+__all__ = ["SAMPLERS", "DEFAULT_STEPS", "sample", "sampler_grid"]
+
+SAMPLERS = ("ancestral", "ddim", "dpm++2m")
+DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20}  # None: every level (E39)
+
+
+def sampler_grid(s: Schedule, sampler: str, steps: int | None = None, spacing: str = "quadratic") -> list[int]:
+    """The level grid that ``sample`` uses for ``sampler`` with ``steps`` denoiser calls (NFE): its default
+    (``DEFAULT_STEPS``, at most L) when None; every level for ancestral sampling at None or L."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if steps is None:
+        steps = DEFAULT_STEPS[sampler]
+        steps = None if steps is None else min(steps, s.L)
+    return full_grid(s) if steps is None else level_grid(s, steps, spacing)
+
+
+def sample(
+    eps_fn,
+    s: Schedule,
+    shape,
+    *,
+    sampler: str = "ancestral",
+    steps: int | None = None,
+    grid=None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    clip=None,
+    eta: float = 0.0,
+    spacing: str = "quadratic",
+    device=None,
+    dtype=torch.float32,
+    cond=None,
+    variance="fixed_small",
+):
+    """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler ("ancestral", "ddim", "dpm++2m").
+
+    ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM, 20 for
+    DPM-Solver++(2M); the levels visited are :func:`sampler_grid`'s, or ``grid`` when given (a decreasing
+    list of levels ending at 0, from ``dgm.samplers.grid``; then ``steps`` must be None or len(grid) - 1).
+    ``cond`` (labels (n,)) is passed to the denoiser; ``variance`` is the reverse variance of ancestral
+    sampling; ``eta`` DDIM's. With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory
+    is a dict of ``levels`` (visited levels, then 0), ``x`` (len(levels), *shape) and ``x0_hat``.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if grid is None:
+        grid = sampler_grid(s, sampler, steps, spacing)
+    else:
+        grid = check_grid(s, grid)
+        if steps is not None and steps != len(grid) - 1:
+            raise ValueError(f"steps={steps} does not match a grid of {len(grid) - 1} denoiser calls")
+    if device is None and generator is not None:
+        device = generator.device
+    x_L = rng.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    record: list[dict] = []
+    kw = dict(generator=generator, clip=clip, callback=record.append if return_trajectory else None, cond=cond)
+    with torch.no_grad():
+        if sampler == "ancestral":
+            x0 = sample_ancestral(eps_fn, x_L, s, grid, variance=variance, **kw)
+        elif sampler == "ddim":
+            x0 = sample_ddim(eps_fn, x_L, s, grid, eta=eta, **kw)
+        elif sampler == "dpm++2m":
+            x0 = sample_dpmpp_2m(eps_fn, x_L, s, grid, **kw)
+        else:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if not return_trajectory:
+        return x0
+    traj = {
+        "levels": [grid[0]] + [r["next_level"] for r in record],
+        "x": torch.stack([x_L] + [r["x"] for r in record]),
+        "x0_hat": torch.stack([r["x0_hat"] for r in record]),
+    }
+    return x0, traj

@@ -1,0 +1,61 @@
+"""Level grids: the one home of the sequences of levels that samplers visit (EQUATIONS.md E39-E41).
+
+A grid is a strictly decreasing list of integer levels that starts at some level <= L and ends at 0; a
+sampler makes one denoiser call per level before the last, so ``len(grid) - 1`` is the NFE. Grids are
+plain lists, made here and passed to the solvers, so a new spacing (or one derived from a trained model)
+plugs in without touching any solver.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dgm.core.schedule import Schedule
+
+__all__ = ["SPACINGS", "check_grid", "full_grid", "level_grid"]
+
+SPACINGS = ("uniform", "quadratic")
+
+
+def full_grid(s: Schedule) -> list[int]:
+    """[L, L - 1, ..., 1, 0]: every level, as ancestral sampling with the reverse kernel visits them (E39)."""
+    return list(range(s.L, -1, -1))
+
+
+def level_grid(s: Schedule, steps: int, spacing: str = "quadratic") -> list[int]:
+    """``steps + 1`` strictly decreasing levels from L to 0: the ``steps`` visited levels, then 0.
+
+    ``spacing="uniform"``: evenly spaced levels (rounded). ``"quadratic"`` (default): level
+    1 + (L - 1) (1 - k/steps)^2, which puts more steps at low noise, as in Song et al.'s DDIM "quad"
+    sequence; with the exact eps* of a mixture it reaches the same accuracy with about half the NFE
+    (benchmarks/RESULTS.md). ``steps = L`` gives :func:`full_grid` with either spacing.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= s.L:
+        raise ValueError(f"steps must be an integer in 1..{s.L}, got {steps!r}")
+    k = torch.arange(steps, dtype=torch.float64)
+    if spacing == "uniform":
+        values = s.L - k * s.L / steps
+    elif spacing == "quadratic":
+        values = 1 + (s.L - 1) * (1 - k / steps) ** 2
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    levels = values.round().long().tolist()
+    for j in range(steps - 1, -1, -1):  # make them distinct: level of step j >= steps - j
+        floor = 1 if j == steps - 1 else levels[j + 1] + 1
+        levels[j] = max(levels[j], floor)
+    return levels + [0]
+
+
+def check_grid(s: Schedule, grid) -> list[int]:
+    """``grid`` as a list of ints, or ValueError: strictly decreasing integer levels in 0..L ending at 0."""
+    try:
+        levels = [int(t) for t in grid]
+    except (TypeError, ValueError):
+        raise ValueError(f"a level grid must be a sequence of integer levels, got {grid!r}") from None
+    if any(int(t) != t for t in grid):
+        raise ValueError(f"a level grid must hold integer levels, got {list(grid)!r}")
+    if len(levels) < 2 or levels[-1] != 0 or levels[0] > s.L:
+        raise ValueError(f"a level grid must run from a level <= {s.L} down to 0, got {levels!r}")
+    if any(a <= b for a, b in zip(levels[:-1], levels[1:], strict=True)):
+        raise ValueError(f"a level grid must be strictly decreasing, got {levels!r}")
+    return levels
