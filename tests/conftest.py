@@ -1,7 +1,35 @@
+import importlib
+import os
+
 import pytest
 import torch
 
 import dgm
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI: the CI environment variable set (CI=true), as CI services and .ci/run do."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def require():
+    """``require(name)`` imports and returns the module ``name`` of a dev dependency (pyproject's [dev]).
+
+    Where it is missing, the calling test skips on a developer's machine and fails under CI (``CI`` set), so
+    CI cannot pass by skipping what it was meant to check.
+    """
+
+    def _require(name: str):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as err:  # a broken install (another ImportError) is an error everywhere
+            msg = f"{name} is not installed ({err}); it is a dev dependency: pip install -e '.[dev]'"
+            if in_ci():
+                pytest.fail(f"{msg}. CI is set, so a missing {name} fails instead of skipping", pytrace=False)
+            pytest.skip(msg)
+
+    return _require
 
 
 @pytest.fixture

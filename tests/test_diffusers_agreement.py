@@ -5,18 +5,22 @@ import torch
 
 import dgm
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is a test-only dependency")
+
+@pytest.fixture(scope="module")
+def diffusers(require):
+    """diffusers, a dev dependency: these tests skip without it, and fail without it under CI."""
+    return require("diffusers")
 
 
 @pytest.mark.parametrize("name, ours", [("linear", dgm.Schedule.linear), ("squaredcos_cap_v2", dgm.Schedule.cosine)])
-def test_alphas_cumprod(name, ours):
+def test_alphas_cumprod(diffusers, name, ours):
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=name)
     s = ours(1000)
     assert torch.allclose(s.alpha_bar[1:] ** 2, sched.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
     assert torch.allclose(s.beta[1:] ** 2, sched.betas.double(), rtol=1e-5, atol=1e-8)
 
 
-def test_posterior_matches_ddpm_scheduler():
+def test_posterior_matches_ddpm_scheduler(diffusers):
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_small",
                                     clip_sample=False)
     s = dgm.Schedule.from_diffusers(sched.betas)
@@ -34,7 +38,7 @@ def test_posterior_matches_ddpm_scheduler():
         assert float(sched._get_variance(t)) == pytest.approx(var.item(), rel=1e-3)  # diffusers computes in float32
 
 
-def test_one_ddim_step_matches_ddim_scheduler():
+def test_one_ddim_step_matches_ddim_scheduler(diffusers):
     sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
                                     set_alpha_to_one=True)
     sched.set_timesteps(20)

@@ -75,12 +75,53 @@ def test_vlb_matches_independent_computation(mixture, gen):
     assert diff.mean().item() > -3 * diff.std().item() / math.sqrt(3000)
 
 
-def test_vlb_terms_and_discrete(gen):
+def test_vlb_terms_and_discrete():
+    """Every term of vlb in closed form for a denoiser whose error eps_hat - eps is a known constant c.
+
+    eps_hat = (x_i - alpha_bar_i x0) / sigma_bar_i + c is the exact eps of each example plus c (one level a
+    call, max_batch = B), whatever the noise: so levels[:, i] = lambda_i^eps |c|^2 (E30, eps_weight) for
+    i >= 2, and x0_hat = x0 - (sigma_bar_1 / alpha_bar_1) c, so the decoder (E36, 17 bins, h = 1/16,
+    std sqrt(sigma2(2))) is -sum_d log[Phi((x0 + h - x0_hat) / std) - Phi((x0 - h - x0_hat) / std)], the
+    end bins x0 = -1 and 1 opened to -inf and +inf, computed here with math.erf. The total adds
+    prior_kl (checked by hand in test_bound_exact.py).
+    Mutations caught (each seen to fail; the old test, ``total == prior + decoder + sum(levels)`` and
+    ``decoder >= 0``, which no bug of a probability can break, passed all four): the end bins not opened
+    to +-inf (``edge`` past 1 in discretized_gaussian_log_prob); _level_kl's 1/(2 v) written 1/v; the level
+    terms stored one level down; the decoder variance sigma2(3) instead of sigma2(2).
+    """
     s = dgm.Schedule.linear(20)
-    x0 = (torch.randint(0, 17, (5, 1, 2, 2), generator=gen).double() / 8 - 1)
-    out = dgm.vlb(lambda x, i: torch.zeros_like(x), s, x0, bins=17, return_terms=True, generator=gen)
-    assert torch.allclose(out["total"], out["prior"] + out["decoder"] + out["levels"].sum(1))
-    assert (out["decoder"] >= 0).all()  # a probability is at most 1
+    bins, h = 17, 1 / 16
+    x0 = torch.tensor([[-1.0, -0.5, 0.125, 1.0], [1.0, 0.875, -1.0, -0.25]], dtype=torch.float64)  # on the grid
+    c = torch.tensor([[0.5, -0.4, 0.3, 0.8], [-0.7, 0.2, -0.5, 0.9]], dtype=torch.float64)
+
+    def eps_fn(x, i):
+        lvl = int(i[0])
+        return (x - s.alpha_bar[lvl] * x0) / s.sigma_bar[lvl] + c
+
+    out = dgm.vlb(eps_fn, s, x0, bins=bins, return_terms=True, max_batch=2,
+                  generator=torch.Generator().manual_seed(0))
+    sq = (c**2).sum(1)
+    lam = eps_weight(s)
+    for i in range(2, s.L + 1):
+        assert out["levels"][:, i].tolist() == pytest.approx((lam[i] * sq).tolist(), rel=1e-9), i
+    assert (out["levels"][:, :2] == 0).all()
+
+    def phi(z):
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    std = math.sqrt(s.sigma2[2].item())
+    x0_hat = x0 - (s.sigma_bar[1] / s.alpha_bar[1]).item() * c
+    decoder = []
+    for row, row_hat in zip(x0.tolist(), x0_hat.tolist(), strict=True):
+        nll = 0.0
+        for x, m in zip(row, row_hat, strict=True):
+            upper = 1.0 if x == 1 else phi((x + h - m) / std)
+            lower = 0.0 if x == -1 else phi((x - h - m) / std)
+            nll -= math.log(upper - lower)
+        decoder.append(nll)
+    assert out["decoder"].tolist() == pytest.approx(decoder, rel=1e-9)
+    total = dgm.prior_kl(s, x0) + (lam[2:].sum() * sq) + torch.tensor(decoder, dtype=torch.float64)
+    assert out["total"].tolist() == pytest.approx(total.tolist(), rel=1e-9)
     with pytest.raises(ValueError, match="bins"):
         dgm.vlb(lambda x, i: x, s, x0, bins=1)
 
@@ -90,16 +131,38 @@ def test_bits_per_dim():
     assert dgm.bits_per_dim(torch.full((3,), 16 * math.log(2)), x0) == pytest.approx(1.0)
 
 
-def test_discretized_gaussian_sums_to_one():
+def test_discretized_gaussian_sums_to_one_and_matches_arbitrary_precision():
+    """E36's log P over all 17 values sums to one, and every log P equals a 50-digit mpmath reference.
+
+    The reference takes Phi(u) - Phi(l) on the side of the mean where it keeps its digits, end bins opened to
+    +-inf; it reaches the far bins (log P = -3.9e6 at 3e3 stds), which float64 Phi differences round to 0.
+    Mutation caught: the clamped logs of Ho et al.'s code (log max(P, 1e-12), as improved-diffusion's
+    discretized_gaussian_log_likelihood): log P = -27.6 in every far bin, which still sums to one within
+    1e-9 and is finite, so the old ``isfinite(lp) or mean != 0.0`` passed it (it also only looked at one of
+    the four cases).
+    """
+    import mpmath  # comes with torch (through sympy)
+
     from dgm.core.gaussian import discretized_gaussian_log_prob
 
+    mpmath.mp.dps = 50
     bins = 17
+    h = mpmath.mpf(1) / (bins - 1)
     values = torch.linspace(-1, 1, bins, dtype=torch.float64)
+
+    def reference(x, mean, std):
+        x, mean, std = mpmath.mpf(x), mpmath.mpf(mean), mpmath.mpf(std)
+        u = mpmath.inf if x > 1 - h / 2 else (x + h - mean) / std
+        lo = -mpmath.inf if x < -1 + h / 2 else (x - h - mean) / std
+        p = mpmath.ncdf(-lo) - mpmath.ncdf(-u) if lo > 0 else mpmath.ncdf(u) - mpmath.ncdf(lo)
+        return float(mpmath.log(p))
+
     for mean, log_std in [(0.1, -1.0), (0.9, -5.0), (-3.0, 0.5), (0.0, -8.0)]:
         m, ls = torch.full_like(values, mean), torch.full_like(values, log_std)
         lp = discretized_gaussian_log_prob(values, m, ls, bins)
         assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
-        assert torch.isfinite(lp).all() or mean != 0.0
+        ref = [reference(x, mean, math.exp(log_std)) for x in values.tolist()]
+        assert lp.tolist() == pytest.approx(ref, rel=1e-12, abs=1e-14), (mean, log_std)
 
 
 def test_vlb_draws_the_same_noise_in_float32_and_float64(mixture, gen):

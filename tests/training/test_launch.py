@@ -1,6 +1,7 @@
 """dgm.training.launch: which ``accelerate launch`` command lines make dgm start the gloo workers itself, and
 two gloo processes through the command line."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,7 +12,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from dgm.runs.checkpoint import WEIGHTS, load_weights
 from dgm.runs.log import LOG
 from dgm.training.launch import exit_status, parent_argv, plan
 
@@ -100,26 +103,51 @@ TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim
              '[train]\nbatch_size = 32\nlog_every = 5\n')
 
 
+def _digests(path: Path) -> dict[str, str]:
+    """sha256 of the bytes (C order) of every tensor in a model.safetensors, by name ("model.*", "ema.*")."""
+    tensors, _ = load_weights(path)
+    return {name: hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+            for name, t in tensors.items()}
+
+
 @pytest.mark.slow
 def test_two_processes_with_accelerate(tmp_path):
-    """Two gloo processes, each on its shard with batch 32, track one process with batch 64.
+    """Two gloo processes, each on its shard with batch 32, track one process with batch 64, and end with
+    the same weights, bit for bit.
 
-    accelerate 1.15 starts one process for ``--cpu --num_processes 2``; dgm starts the two (dgm.training.launch)."""
+    accelerate 1.15 starts one process for ``--cpu --num_processes 2``; dgm starts the two (dgm.training.launch).
+    With DGM_RANK_CHECKSUMS set, each rank writes the sha256 of every model and EMA tensor at the end of fit:
+    both ranks' files must equal the digests of the model.safetensors that rank 0 wrote.
+    Mutation caught: ``ProcessGroup.mean_grads_`` returning without its all-reduce (each rank then steps on
+    its own shard's gradient: rank 1's digests differ from rank 0's, while the loss curves still agree).
+    """
     settings = tmp_path / "tiny.toml"
     settings.write_text(TINY_TOML)
+    sums = tmp_path / "sums"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
+    env.pop("DGM_RANK_CHECKSUMS", None)
     common = ["--data", "gmm2d", "--config", str(settings), "--steps", "150", "--no-progress"]
     accelerate = str(Path(sys.executable).parent / "accelerate")
     launch = [accelerate, "launch", "--cpu", "--num_processes", "2", "-m", "dgm.cli"]
     for attempt in range(2):  # one retry: gloo's rendezvous has aborted once on a heavily loaded machine
         shutil.rmtree(tmp_path / "two", ignore_errors=True)
+        for old in tmp_path.glob("sums.rank*.json"):
+            old.unlink()
         two = subprocess.run([*launch, "train", "ddpm", "--out", str(tmp_path / "two"), "--batch-size", "32",
-                              *common], capture_output=True, text=True, env=env, timeout=300)
+                              *common], capture_output=True, text=True, env=env | {"DGM_RANK_CHECKSUMS": str(sums)},
+                             timeout=300)
         if two.returncode == 0:
             break
         print(f"attempt {attempt}: two-process run failed; stderr head:\n{two.stderr[:3000]}")
     assert two.returncode == 0, two.stderr[:2000] + "\n...\n" + two.stderr[-2000:]
     assert "starting 2 gloo processes" in two.stderr
+    ranks = {p.name: json.loads(p.read_text()) for p in sorted(tmp_path.glob("sums.rank*.json"))}
+    assert sorted(ranks) == ["sums.rank0.json", "sums.rank1.json"]
+    saved = _digests(tmp_path / "two" / WEIGHTS)
+    assert {k.split(".")[0] for k in saved} == {"model", "ema"} and len(saved) >= 4
+    assert ranks["sums.rank0.json"] == saved, "rank 0's weights at the end differ from its checkpoint"
+    differ = sorted(k for k in saved if ranks["sums.rank1.json"].get(k) != saved[k])
+    assert ranks["sums.rank1.json"].keys() == saved.keys() and not differ, f"rank 1's weights differ: {differ}"
     one = subprocess.run([sys.executable, "-m", "dgm.cli", "train", "ddpm", "--out", str(tmp_path / "one"),
                           "--batch-size", "64", *common],
                          capture_output=True, text=True, env=env, timeout=300)

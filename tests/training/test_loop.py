@@ -154,26 +154,6 @@ def test_sigkill_then_resume(tmp_path):
     assert config["train"]["steps"] == killed_at + 30 and model.kind == "ddpm"
 
 
-def test_dequantized_ddpm_bound_is_a_valid_discrete_bound():
-    """With dequantize the bound is E_u L_vb(x0 + u) - D log(2h) >= -log P(x0) of the discrete data (E37)."""
-    import math
-
-    from dgm.models.ddpm import DDPM
-
-    torch.manual_seed(0)
-    net = {"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1, "emb_dim": 8}
-    model = DDPM(data_shape=[2], net=net, schedule="linear", levels=20, bins=5, dequantize=True)
-    x0 = torch.tensor([[-1.0, 0.5], [0.0, 1.0]])
-    nll = model.evaluate(x0, generator=torch.Generator().manual_seed(0))["nll_nats"]
-    assert nll.shape == (2,) and torch.isfinite(nll).all()
-    # an untrained model must not beat the uniform distribution over the 5 x 5 grid by much: P <= 1 anyway
-    assert (nll > 0).all() and nll.mean() > 2 * math.log(5) - 3
-    loss, _ = model.loss(x0, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="dequantize"):
-        DDPM(data_shape=[2], net=net, bins=None, dequantize=True)
-
-
 def test_fit_resumes_from_a_kill_between_weights_and_state(tmp_path, monkeypatch):
     """The window of ``save_checkpoint`` between writing the weights and renaming state.next.pt: the next
     ``fit(resume=True)`` starts from the new weights and that state."""

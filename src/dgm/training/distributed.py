@@ -3,16 +3,19 @@
 One process runs a plain loop. Under ``accelerate launch`` or torchrun (``WORLD_SIZE > 1``) every process
 trains on its own shard of each epoch's permutation, the gradients are averaged with one all-reduce per
 step (so the global batch is ``batch_size * processes``), and only rank 0 writes files.
+``write_rank_digests`` is the debugging check that the processes stayed in step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 
 import torch
 
-__all__ = ["ProcessGroup", "batch_indices", "shard_batches"]
+__all__ = ["ProcessGroup", "batch_indices", "shard_batches", "write_rank_digests"]
 
 
 class ProcessGroup:
@@ -90,3 +93,16 @@ def batch_indices(step: int, *, n: int, per_rank: int, batch: int, seed: int, ra
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     mine = perm[rank * per_rank : (rank + 1) * per_rank]
     return mine[k * batch : (k + 1) * batch]
+
+
+def write_rank_digests(prefix: str, rank: int, modules: dict[str, torch.nn.Module]) -> None:
+    """Write ``{"model.<name>": sha256, ...}`` of this process's weights to ``PREFIX.rank{rank}.json``.
+
+    One sha256 per tensor of each module's state dict, of its bytes in C order on the CPU, named as in
+    model.safetensors; processes that stayed in step write identical files (``fit``'s DGM_RANK_CHECKSUMS).
+    """
+    digests = {f"{key}.{name}": hashlib.sha256(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                                                  .numpy()).hexdigest()
+               for key, module in modules.items() for name, t in module.state_dict().items()}
+    with open(f"{prefix}.rank{rank}.json", "w") as f:
+        json.dump(digests, f, indent=1, sort_keys=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dgm.runs.checkpoint import get_rng_state, prepare_run_dir, restore_checkpoi
 from dgm.runs.device import resolve_device
 from dgm.runs.log import LogWriter, truncate_log
 from dgm.training.config import TrainConfig, learning_rate
-from dgm.training.distributed import ProcessGroup, batch_indices, shard_batches
+from dgm.training.distributed import ProcessGroup, batch_indices, shard_batches, write_rank_digests
 
 __all__ = ["FitResult", "ema_update", "fit", "step_generator"]
 
@@ -106,6 +107,11 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
     optimizer live; with several processes each takes accelerate's device (its own GPU, or the CPU). Random
     draws come from CPU generators seeded by (seed, rank, step) on every device (``dgm.core.rng``). CUDA runs
     follow the same code path but were not exercised on a GPU in this repository's tests.
+
+    Debugging several processes: with the environment variable ``DGM_RANK_CHECKSUMS=PREFIX`` set, every
+    process writes at the end the sha256 of each tensor of its model and EMA to ``PREFIX.rank{r}.json``
+    (``dgm.training.distributed.write_rank_digests``); processes that stayed in step write identical files,
+    equal to the digests of rank 0's model.safetensors.
     """
     cfg, out, group = train_config, Path(out), ProcessGroup(resolve_device(device))
     run_config = {
@@ -194,6 +200,8 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             log.close()
     if group.main:
         _save(out, model, ema, optimizer, step, scaler)
+    if os.environ.get("DGM_RANK_CHECKSUMS"):
+        write_rank_digests(os.environ["DGM_RANK_CHECKSUMS"], group.rank, {"model": model, "ema": ema})
     group.barrier()
     return FitResult(step=step, stopped=stopped, loss=last_loss, seconds=time.monotonic() - t0, ema=ema,
                      main=group.main)
