@@ -102,3 +102,36 @@ def test_skipped_levels_need_a_named_variance(mixture):
     with pytest.raises(ValueError, match="neighbouring levels"):
         dgm.sample(lambda x, i: mixture.eps_star(s, x, i), s, (4, 2), steps=5,
                    variance=variance_table(s, "fixed_small"))
+
+
+def test_callable_variance_that_differs_from_sigma2_matches_the_named_one(mixture):
+    """A callable returning beta_i^2 gives the "fixed_large" bound: the per-element KL branch of vlb (used by
+    learned variances) must include the variance term 0.5 (sigma2/v - 1 + log(v/sigma2)), which the fixed-small
+    table makes zero (so a callable returning sigma2 could not catch a dropped or mis-signed log term)."""
+    s = dgm.Schedule.linear(10)
+    x0 = mixture.sample(20, torch.Generator().manual_seed(0))
+    fn = lambda x, i: 0.9 * mixture.eps_star(s, x, i)  # noqa: E731
+    table = variance_table(s, "fixed_large")
+    named = dgm.vlb(fn, s, x0, generator=torch.Generator().manual_seed(1), variance="fixed_large")
+    called = dgm.vlb(fn, s, x0, generator=torch.Generator().manual_seed(1),
+                     variance=lambda x_i, i: table[i][:, None].expand_as(x_i))
+    torch.testing.assert_close(called, named, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("L", [1, 2])
+def test_variance_tables_of_one_and_two_levels(L):
+    """Level 1 (the decoder) takes sigma2(2) when L >= 2, beta_1^2 when L = 1 (sigma2(1) = 0 and there is no
+    level 2). Catches ``L >= 2`` written ``L > 2`` and beta_1 squared wrongly."""
+    s = dgm.Schedule(torch.tensor([0.1, 0.3][:L]))
+    want = s.sigma2[2] if L == 2 else s.beta[1] ** 2
+    for name in ("fixed_small", "fixed_large"):
+        assert variance_table(s, name)[1] == want
+
+
+def test_bound_of_a_single_example(mixture):
+    """A batch of one example: the bound and bits per dim index the example's own dimension, not another row."""
+    s = dgm.Schedule.linear(8)
+    x0 = mixture.sample(1, torch.Generator().manual_seed(0))
+    nats = dgm.vlb(lambda x, i: mixture.eps_star(s, x, i), s, x0, generator=torch.Generator().manual_seed(1))
+    assert nats.shape == (1,) and torch.isfinite(nats).all()
+    assert dgm.bits_per_dim(nats, x0) == pytest.approx(nats.item() / (2 * torch.log(torch.tensor(2.0)).item()))

@@ -32,7 +32,8 @@ settings.toml may hold a [model] table (with [model.net]) and a [train] table, e
   checkpoint_every = 250
 Flags override the file, and the file overrides the recipe for the data."""
 
-MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels")  # a model's CLI_OPTIONS say which
+# model flags; a model's CLI_OPTIONS say which apply to it
+MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels", "variance")
 TRAIN_FLAGS = ("steps", "minutes", "batch_size", "lr", "seed", "mixed_precision")  # TrainConfig keys
 CONFIG_TABLES = ("model", "train")
 
@@ -41,7 +42,7 @@ def add_parser(sub) -> None:
     from dgm.core.losses import OBJECTIVES, WEIGHTINGS
     from dgm.core.parameterization import PREDICTIONS
     from dgm.models import MODEL_KINDS
-    from dgm.models.ddpm import SCHEDULES
+    from dgm.models.ddpm import MODEL_VARIANCES, SCHEDULES
     from dgm.training.config import PRECISIONS
 
     p = sub.add_parser("train", help="train a model", description="Train a DDPM, VAE or HVAE; write "
@@ -65,6 +66,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weighting", choices=WEIGHTINGS, help="DDPM per-level loss weight")
     p.add_argument("--schedule", choices=SCHEDULES, help="DDPM noise schedule")
     p.add_argument("--levels", type=positive_int, help="DDPM number of levels L")
+    p.add_argument("--variance", choices=MODEL_VARIANCES, help="DDPM reverse variance of the bound and of ancestral "
+                   "sampling: fixed_small (default), fixed_large, learned (the net learns it, hybrid loss) or "
+                   "analytic (Analytic-DPM: Gamma estimated on the training data after training, stored in DIR)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
                    "images, whose small tensors only lose from threading; torch's default otherwise)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -136,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
             model_cfg[flag] = value
     train_cfg = merge_settings(train_cfg, {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     model_cfg["kind"] = args.kind
+    net = model_cfg.get("net", {})
+    if stored is None and model_cfg.get("variance") == "learned" and not {"out_dim", "out_channels"} & set(net):
+        # a learned variance (asked for by a flag or the file) doubles the net's output: size it for the data
+        model_cfg = model_class(args.kind).complete_config(model_cfg, list(data.scaling.shape), data.scaling.bins)
     torch.manual_seed(train_cfg.get("seed", 0))
     model = build_model(model_cfg)
     config = TrainConfig.from_dict(train_cfg)
@@ -149,4 +157,22 @@ def run(args: argparse.Namespace) -> int:
     if result.main:
         print(f"dgm: {args.kind} at step {result.step} (stopped by {result.stopped}) after "
               f"{result.seconds:.0f} s, last loss {result.loss:.4g}; checkpoint in {out}", file=sys.stderr)
+        if getattr(model, "variance", None) == "analytic":
+            _estimate_analytic(result, data, out)
     return 0
+
+
+def _estimate_analytic(result, data, out: Path) -> None:
+    """Analytic-DPM after training: Gamma_i of the EMA model on the training data, stored beside the weights."""
+    import torch
+
+    from dgm.evaluation.likelihood import estimate_analytic_variance
+    from dgm.runs.analytic import ANALYTIC, save_analytic
+
+    print("dgm: estimating the analytic reverse variance (Gamma_i at every level) on the training data",
+          file=sys.stderr, flush=True)
+    result.ema.eval()
+    g = torch.Generator().manual_seed(0)
+    estimate, n, seconds = estimate_analytic_variance(result.ema, data.train, generator=g)
+    save_analytic(out, estimate, step=result.step, examples=n, seconds=seconds)
+    print(f"dgm: Gamma from {n} training examples in {seconds:.0f} s; wrote {out / ANALYTIC}", file=sys.stderr)

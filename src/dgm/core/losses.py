@@ -20,7 +20,7 @@ from dgm.core.parameterization import call_denoiser, eps_to_mean, eps_to_v, eps_
 from dgm.core.reverse import posterior
 from dgm.core.schedule import Schedule
 
-__all__ = ["loss_simple", "loss_ddpm", "eps_weight", "level_weights", "OBJECTIVES", "WEIGHTINGS"]
+__all__ = ["loss_simple", "loss_hybrid", "loss_ddpm", "eps_weight", "level_weights", "OBJECTIVES", "WEIGHTINGS"]
 
 Objective = Literal["eps", "x0", "v"]
 Weighting = Literal["simple", "vlb", "min_snr"]
@@ -95,12 +95,22 @@ def loss_simple(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    i, eps, x_i = _draw(s, x0, generator)
+    eps_hat = call_denoiser(eps_fn, x_i, i, cond)
+    return _weighted_mse(s, x0, x_i, i, eps, eps_hat, objective, weighting)
+
+
+def _draw(s: Schedule, x0: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+    """(i ~ U{1..L} per example, eps ~ N(0, I), x_i = q_sample(x0, i, eps)): the draws of L_simple."""
+    i = _random_levels(s, x0.shape[0], 1, x0.device, generator)
+    eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    return i, eps, q_sample(s, x0, i, eps)
+
+
+def _weighted_mse(s, x0, x_i, i, eps, eps_hat, objective, weighting) -> Tensor:
+    """The batch mean of the per-example squared error of ``objective``, times its level weight."""
     w_table = level_weights(s, objective, weighting)
     B = x0.shape[0]
-    i = _random_levels(s, B, 1, x0.device, generator)
-    eps = rng.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_i = q_sample(s, x0, i, eps)
-    eps_hat = call_denoiser(eps_fn, x_i, i, cond)
     if objective == "eps":
         err = eps_hat - eps
     elif objective == "x0":
@@ -112,6 +122,45 @@ def loss_simple(
     if weighting != "simple":
         mse = mse * w_table[i.cpu()].to(mse.dtype).to(mse.device)
     return mse.mean()
+
+
+LAMBDA_VLB = 1e-3  # Nichol & Dhariwal 2021: L_hybrid = L_simple + 0.001 L_vlb
+
+
+def loss_hybrid(denoiser, s: Schedule, x0: Tensor, *, objective: Objective = "eps", weighting: Weighting = "simple",
+                generator: torch.Generator | None = None, cond=None, lambda_vlb: float = LAMBDA_VLB,
+                bins: int | None = None) -> Tensor:
+    """L_hybrid = L_simple + lambda L_vlb for a denoiser with a learned variance (Nichol & Dhariwal 2021; L2).
+
+    One draw (i, eps) serves both terms. L_vlb's one-sample estimate is L times the term at level i: the KL
+    of E27 between the posterior N(mu, sigma2(i)) and N(mu_phi, v_i) for i >= 2, the decoder NLL (E34/E36,
+    ``bins`` for discrete data) at i = 1, each averaged over data dimensions; mu_phi uses eps_hat with its
+    gradient stopped, so L_vlb trains the variance only (L_simple trains the mean). ``denoiser`` has
+    ``eps_and_variance(x_i, i, cond)`` (``dgm.core.parameterization.Denoiser`` with ``learn_variance``).
+    The L_vlb term is in nats per dimension; improved-diffusion's is in bits, so at equal lambda dgm's
+    weight on it is ln 2 of theirs.
+    """
+    from dgm.core.bound import decoder_nll
+    from dgm.core.gaussian import normal_kl
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    i, eps, x_i = _draw(s, x0, generator)
+    eps_hat, var = denoiser.eps_and_variance(x_i, i, cond)
+    simple = _weighted_mse(s, x0, x_i, i, eps, eps_hat, objective, weighting)
+    frozen = eps_hat.detach()
+    D = x0[0].numel()
+    term = torch.zeros(x0.shape[0], dtype=var.dtype, device=var.device)
+    first, rest = i == 1, i > 1  # each row takes one term (no masked-out branch, whose gradient could be NaN)
+    if first.any():
+        x0_hat = eps_to_x0(s, x_i[first], frozen[first], i[first])
+        term[first] = decoder_nll(x0[first], x0_hat, var[first], bins) / D
+    if rest.any():
+        x_r, i_r = x_i[rest], i[rest]
+        mu, post_var = posterior(s, x_r, x0[rest], i_r)
+        mu_hat = eps_to_mean(s, x_r, frozen[rest], i_r)
+        term[rest] = sum_flat(normal_kl(mu, post_var.expand_as(mu), mu_hat, var[rest])) / D
+    return simple + lambda_vlb * s.L * term.mean()
 
 
 def loss_ddpm(eps_fn, s: Schedule, x0: Tensor, *, generator: torch.Generator | None = None, cond=None) -> Tensor:

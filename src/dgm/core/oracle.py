@@ -98,10 +98,13 @@ class GaussianMixture:
             i = torch.as_tensor(i).cpu()
             if i.shape != (x.shape[0],):
                 raise ValueError(f"levels must have shape ({x.shape[0]},), got {tuple(i.shape)}")
-            out = torch.empty_like(x)
+            out = None
             for lvl in i.unique().tolist():
                 rows = (i == lvl).nonzero().squeeze(1).to(x.device)
-                out[rows] = fn(x[rows], lvl)
+                part = fn(x[rows], lvl)
+                if out is None:
+                    out = x.new_empty((x.shape[0], *part.shape[1:]))
+                out[rows] = part
         return out.to(x_i.dtype)
 
     def score(self, s: Schedule, x_i: Tensor, i) -> Tensor:
@@ -146,6 +149,55 @@ class GaussianMixture:
         x0 = (r[..., None] * c).sum(1)
         spread = ((c - x0[:, None]) ** 2).sum(-1)
         return (r * (torch.diagonal(P, dim1=1, dim2=2).sum(-1)[None] + spread)).sum(1)
+
+    def eps_posterior_cov_trace(self, s: Schedule, x_i: Tensor, i) -> Tensor:
+        """tr Cov[eps | x_i] = (alpha_bar_i / sigma_bar_i)^2 tr Cov[x0 | x_i] (E19, G5): (N,).
+
+        Its mean over x_i ~ p_i, divided by D, is 1 - Gamma_i of Analytic-DPM, since E|eps|^2 = D splits
+        into E|eps*(x_i)|^2 + E tr Cov[eps | x_i] (docs/LIKELIHOOD.md).
+        """
+        a, sigma = _alpha_bar(s, i), _sigma_bar(s, i)
+        return (a / sigma) ** 2 * self.posterior_cov_trace(s, x_i, i)
+
+    def optimal_reverse_variance(self, s: Schedule, i: int, j: int | None = None, *, n: int = 10_000,
+                                 generator: torch.Generator | None = None) -> tuple[float, float, float]:
+        """The optimal variance v*_ij of the reverse step i -> j (default i - 1) for this mixture (Bao et al.
+        2022; docs/LIKELIHOOD.md A2), with 1 - Gamma_i = E tr Cov[eps | x_i] / D from the exact posterior
+        covariance (G5) averaged over n exact draws x_i ~ p_i: returns ``(v*, 1 - Gamma_i, its standard error)``.
+
+        An oracle for Analytic-DPM: dgm estimates Gamma_i from a denoiser's |eps_hat|^2; here it comes from the
+        mixture's own posterior, so the two agree for eps* only if both are right.
+        """
+        from dgm.core.reverse import AnalyticVariance
+
+        j = i - 1 if j is None else j
+        x0 = self.sample(n, generator)
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        a, sigma = _alpha_bar(s, i), _sigma_bar(s, i)
+        tr = self.eps_posterior_cov_trace(s, a * x0 + sigma * eps, i) / self.D
+        one_minus_gamma, se = tr.mean().item(), tr.std().item() / n**0.5
+        gamma = torch.zeros(s.L + 1, dtype=torch.float64)
+        gamma[i] = 1.0 - one_minus_gamma
+        return AnalyticVariance(gamma).between(s, i, j), one_minus_gamma, se
+
+    def eps_star_divergence(self, s: Schedule, x_i: Tensor, i) -> Tensor:
+        """div_x eps*(x, i) = sigma_bar_i [sum_k r_k tr Sigma_k^-1 - sum_k r_k |u_k|^2 + |sum_k r_k u_k|^2]: (N,).
+
+        u_k = Sigma_k^-1 (x - alpha_bar_i m_k) with Sigma_k = alpha_bar_i^2 S_k + sigma_bar_i^2 I; from
+        G3 with grad r_k = r_k (sum_j r_j u_j - u_k). It gives the divergence of the probability-flow drift in
+        closed form (docs/LIKELIHOOD.md F2).
+        """
+
+        def fn(x, lvl):
+            r, sol, a = self._parts(s, x, lvl)
+            eye = torch.eye(self.D, dtype=torch.float64)
+            Sigma = a**2 * self.covs + (1 - a**2) * eye
+            tr_inv = torch.diagonal(torch.cholesky_inverse(torch.linalg.cholesky(Sigma)), dim1=1, dim2=2).sum(-1)
+            mean_u = (r[..., None] * sol).sum(1)
+            inner = (r * (tr_inv[None] - (sol**2).sum(-1))).sum(1) + (mean_u**2).sum(-1)
+            return (_sigma_bar(s, lvl) * inner)[:, None]
+
+        return self._per_level(fn, s, x_i, i)[:, 0]
 
     # ------------------------------------------------------------------ exact reverse kernel (G7)
     def reverse_kernel(self, s: Schedule, x_i: Tensor, i: int):

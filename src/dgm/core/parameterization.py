@@ -92,25 +92,66 @@ class Denoiser(nn.Module):
     ``predict_raw`` give the other views. The network itself knows nothing about the schedule (STYLE.md 4,
     6). Levels may be integers or fractional (a float tensor), as the net's level embedding allows.
 
-    A learned reverse variance belongs here, as a method beside eps_hat (``reverse_variance(x_i, i,
-    cond=None)``, read by ``dgm.core.reverse.reverse_variance``), never as a change to ``forward``.
+    With ``learn_variance`` the net outputs twice the channels (dim 1): the prediction, then v in roughly
+    [-1, 1] that sets the reverse variance (Nichol & Dhariwal 2021, docs/LIKELIHOOD.md L1):
+    log v_i = f log beta_i^2 + (1 - f) log sigma2(i), f = (v + 1) / 2 (sigma2(1) clipped to sigma2(2)).
+    ``reverse_variance(x_i, i, cond=None)`` returns it, a method beside eps_hat (read by
+    ``dgm.core.reverse.reverse_variance``), never a change to ``forward``.
     """
 
-    def __init__(self, net: nn.Module, schedule: Schedule, prediction: Prediction = "eps"):
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction: Prediction = "eps",
+                 learn_variance: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
+        self.learn_variance = learn_variance
+
+    def _net(self, x_i: Tensor, i: Tensor, cond) -> tuple[Tensor, Tensor | None]:
+        """(the prediction, the variance output v or None) from one network call."""
+        out = call_denoiser(self.net, x_i, i, cond)
+        if not self.learn_variance:
+            return out, None
+        if out.shape[1] != 2 * x_i.shape[1]:
+            raise ValueError(f"a net with a learned variance must output 2 x {x_i.shape[1]} channels, got "
+                             f"{out.shape[1]}")
+        pred, v = out.chunk(2, dim=1)
+        return pred, v
 
     def predict_raw(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
-        """The network's own output (eps, x0 or v)."""
-        return call_denoiser(self.net, x_i, _as_levels(i, x_i), cond)
+        """The network's own prediction (eps, x0 or v)."""
+        return self._net(x_i, _as_levels(i, x_i), cond)[0]
 
     def forward(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
         i = _as_levels(i, x_i)
-        out = call_denoiser(self.net, x_i, i, cond)
+        return self._to_eps(x_i, self._net(x_i, i, cond)[0], i)
+
+    def eps_and_variance(self, x_i: Tensor, i: Tensor, cond=None) -> tuple[Tensor, Tensor]:
+        """(eps_hat, the learned reverse variance v_i (B, ...)) from one network call."""
+        if not self.learn_variance:
+            raise ValueError("this denoiser has no learned variance (built with learn_variance=False)")
+        i = _as_levels(i, x_i)
+        pred, v = self._net(x_i, i, cond)
+        return self._to_eps(x_i, pred, i), self._variance(v, i)
+
+    def reverse_variance(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
+        """The learned variance of p(x_{i-1} | x_i) at integer levels i (L1), shaped like x_i."""
+        return self.eps_and_variance(x_i, i, cond)[1]
+
+    def _variance(self, v: Tensor, i: Tensor) -> Tensor:
+        s = self.schedule
+        small = s.sigma2.clone()
+        small[1] = s.sigma2[2] if s.L >= 2 else s.beta[1] ** 2
+        small[0] = 1.0  # unused; keeps the log finite
+        large = s.beta**2
+        large[0] = 1.0
+        f = (v + 1) / 2
+        log_v = f * at_level(torch.log(large), i, v) + (1 - f) * at_level(torch.log(small), i, v)
+        return torch.exp(log_v)
+
+    def _to_eps(self, x_i: Tensor, out: Tensor, i: Tensor) -> Tensor:
         if self.prediction == "eps":
             return out
         elif self.prediction == "x0":
@@ -123,7 +164,7 @@ class Denoiser(nn.Module):
     def x0_hat(self, x_i: Tensor, i: Tensor, cond=None) -> Tensor:
         """x0_hat(x_i, i), computed in the network's own parameterization when it predicts x0 or v."""
         i = _as_levels(i, x_i)
-        out = call_denoiser(self.net, x_i, i, cond)
+        out = self._net(x_i, i, cond)[0]
         if self.prediction == "eps":
             return eps_to_x0(self.schedule, x_i, out, i)
         elif self.prediction == "x0":

@@ -134,6 +134,15 @@ class Schedule:
         """sigma_bar = sqrt(1 - alpha_bar^2) at fractional levels t in [0, L] (float64), as :meth:`alpha_bar_at`."""
         return torch.sqrt(1.0 - self.alpha_bar_at(t) ** 2)
 
+    def log_alpha_bar_rate(self, t) -> Tensor:
+        """d log alpha_bar / dt at fractional levels t (float64): log alpha_bar_{k+1} - log alpha_bar_k on the
+        interval [k, k + 1) that holds t (the last interval at t = L), the slope of :meth:`alpha_bar_at`."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        self.check_level(t, fractional=True)
+        lo = torch.clamp(torch.floor(t), max=self.L - 1).long()
+        log_ab = torch.log(self.alpha_bar)
+        return log_ab[lo + 1] - log_ab[lo]
+
     def check_level(self, i, *, fractional: bool = False) -> None:
         """Raise ValueError unless every level in ``i`` (int or tensor) lies in 1..L; with ``fractional``,
         float levels in [0, L] are accepted too."""

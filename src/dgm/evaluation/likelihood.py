@@ -2,44 +2,117 @@
 
 Models report nats per example in model space (docs/ARCHITECTURE.md). For continuous data the change of
 variables x = (data - shift) / scale adds ``scaling.log_abs_det()`` = sum(log scale) to every negative
-log-density; discrete data (``bins``) have probabilities, which the scaling does not change.
+log-density; discrete data (``bins``) have probabilities, which the scaling does not change. Every mean
+comes with its standard error over the examples (``*_se``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
 
 DENSITY_KEYS = ("nll_nats", "elbo_nats")  # negative log-densities of x: they move with the scaling
+LIKELIHOODS = ("vlb", "ode", "all")
+GAMMA_EXAMPLES = {"vector": 4096, "image": 512}  # training examples behind Gamma_i (each level sees each once)
+EXACT_DIVERGENCE_MAX_DIM = 16  # "auto": the exact divergence up to this D, Hutchinson above
+
+
+def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+    values = values.double()
+    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.inf
+    return values.mean().item(), se
 
 
 @torch.no_grad()
 def evaluate_nll(model, data: torch.Tensor, *, scaling=None, batch_size: int = 256,
-                 generator: torch.Generator | None = None) -> dict[str, float]:
-    """Mean of ``model.evaluate`` over ``data`` (model space), batch by batch.
+                 generator: torch.Generator | None = None, variance: str | None = None) -> dict[str, float]:
+    """Mean of ``model.evaluate`` over ``data`` (model space), batch by batch, with standard errors.
 
     With ``scaling`` the negative log-densities (``nll_nats``, ``elbo_nats``) are moved to data space
-    (continuous data add ``scaling.log_abs_det()``), and ``bits_per_dim`` = nll_nats / (D ln 2) is added.
+    (continuous data add ``scaling.log_abs_det()``), and ``bits_per_dim`` = nll_nats / (D ln 2) is added;
+    each key has its ``*_se``. ``variance`` (a DDPM's reverse variance for the bound) is passed on when given.
     """
     if len(data) == 0:
         raise ValueError("cannot evaluate an empty data set")
     model.eval()
     device = next(model.parameters()).device
-    sums: dict[str, float] = {}
+    kw = {} if variance is None else {"variance": variance}
+    parts: dict[str, list[torch.Tensor]] = {}
     for batch in data.split(batch_size):
-        for key, value in model.evaluate(batch.to(device), generator=generator).items():
-            sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value, dtype=torch.float64).sum())
-    result = {key: total / len(data) for key, total in sums.items()}
+        for key, value in model.evaluate(batch.to(device), generator=generator, **kw).items():
+            parts.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float64).cpu().reshape(-1))
+    result: dict[str, float] = {}
+    for key, chunks in parts.items():
+        result[key], result[f"{key}_se"] = _mean_se(torch.cat(chunks))
     if scaling is not None and scaling.bins is None:
         shift = float(scaling.log_abs_det())
         result |= {key: result[key] + shift for key in DENSITY_KEYS if key in result}
     D = data[0].numel()
     result["bits_per_dim"] = result["nll_nats"] / (D * math.log(2))
+    result["bits_per_dim_se"] = result["nll_nats_se"] / (D * math.log(2))
     for key, value in result.items():
-        if not math.isfinite(value):
+        if not math.isfinite(value) and not key.endswith("_se"):
             raise FloatingPointError(f"the model's {key} is {value} on this data")
+    return result
+
+
+def estimate_analytic_variance(model, x_train: torch.Tensor, *, generator: torch.Generator | None = None,
+                               max_examples: int | None = None):
+    """Gamma_i of a DDPM's analytic reverse variance on (at most ``max_examples``) training examples, in the
+    space the model was trained in (dequantized for discrete data): ``(AnalyticVariance, examples, seconds)``."""
+    from dgm.core.reverse import AnalyticVariance, data_variance, estimate_gamma
+
+    if not hasattr(model, "set_analytic"):
+        raise ValueError(f"a {model.kind} has no reverse variance to estimate")
+    kind = "vector" if x_train.ndim == 2 else "image"
+    n = min(len(x_train), max_examples or GAMMA_EXAMPLES[kind])
+    device = next(model.parameters()).device
+    g = generator or torch.Generator().manual_seed(0)
+    y = x_train[:n].to(device)
+    if model.dequantize:  # the model was trained on x0 + u
+        y = model.continuous_view(y, g)[0]
+    t0 = time.monotonic()
+    gamma, se = estimate_gamma(model.denoiser, model.schedule, y, generator=g)
+    return AnalyticVariance(gamma, se, data_variance(y)), n, time.monotonic() - t0
+
+
+def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Generator | None = None,
+                 divergence: str = "auto", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int = 1000) -> dict:
+    """The probability-flow ODE likelihood of a DDPM on ``data`` (``dgm.evaluation.ode.ode_nll``), in data
+    space like :func:`evaluate_nll`: ``ode_nll_nats``, ``ode_bits_per_dim`` with their ``*_se`` over examples,
+    ``ode_hutchinson_se`` (the probes' share of the error; 0 with the exact divergence), ``ode_nfe`` (drift
+    evaluations, summed over batches), ``ode_divergence`` and ``ode_t_start``. For dequantized discrete data
+    it is the bound E_u[-log p(x0 + u)] - D log(2h) on -log P(x0), one draw of u per example (E37)."""
+    from dgm.evaluation.ode import ode_nll
+
+    if not hasattr(model, "continuous_view"):
+        raise ValueError(f"a {model.kind} has no probability-flow ODE; the ODE likelihood is for DDPMs")
+    if len(data) == 0:
+        raise ValueError("cannot evaluate an empty data set")
+    D = data[0].numel()
+    if divergence == "auto":
+        divergence = "exact" if D <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
+    model.eval()
+    device = next(model.parameters()).device
+    values, hutch_var, nfe, t_start = [], 0.0, 0, None
+    for batch in data.split(batch_size):
+        y, offset = model.continuous_view(batch.to(device), generator)
+        nll, stats = ode_nll(model.denoiser, model.schedule, y, divergence=divergence, rtol=rtol, atol=atol,
+                             generator=generator, return_stats=True)
+        values.append(nll.cpu() + offset)
+        hutch_var += (stats["hutchinson_se"] * len(batch)) ** 2  # se of a batch mean, back to a sum's variance
+        nfe, t_start = nfe + stats["nfe"], stats["t_start"]
+    mean, se = _mean_se(torch.cat(values))
+    if scaling is not None and scaling.bins is None:
+        mean += float(scaling.log_abs_det())
+    result = {"ode_nll_nats": mean, "ode_nll_nats_se": se, "ode_hutchinson_se": math.sqrt(hutch_var) / len(data),
+              "ode_bits_per_dim": mean / (D * math.log(2)), "ode_bits_per_dim_se": se / (D * math.log(2)),
+              "ode_nfe": nfe, "ode_divergence": divergence, "ode_t_start": t_start}
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"the model's ODE NLL is {mean} on this data")
     return result
 
 
@@ -51,14 +124,19 @@ def data_nll(density, x: torch.Tensor, scaling) -> float:
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_samples: int = 1000,
                  max_examples: int | None = None, seed: int = 0, sampler: str | None = None,
-                 steps: int | None = None, device: str | torch.device | None = None) -> dict:
+                 steps: int | None = None, device: str | torch.device | None = None, likelihood: str = "vlb",
+                 variance: str | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+                 divergence: str = "auto") -> dict:
     """``dgm eval``: NLL of a run's EMA model on its held-out split (or every example of ``data``).
 
-    Returns a JSON-able dict with ``nll_nats``, ``bits_per_dim``, for a VAE ``elbo_nats``, for data with a
-    known density ``data_nll_nats``, and the sample-quality ``metrics``
-    (``dgm.evaluation.metrics.quality_metrics``) of ``n_samples`` samples against a reference named in
-    ``reference``: the run's ``dgm.evaluation.reference.reference_set`` (as ``dgm report`` uses), or every
-    example of ``data``.
+    Returns a JSON-able dict with ``nll_nats`` (the variational bound), ``bits_per_dim`` and their ``*_se``,
+    for a VAE ``elbo_nats``, for data with a known density ``data_nll_nats``, and the sample-quality
+    ``metrics`` (``dgm.evaluation.metrics.quality_metrics``) of ``n_samples`` samples against a reference
+    named in ``reference``: the run's ``dgm.evaluation.reference.reference_set`` (as ``dgm report`` uses), or
+    every example of ``data``. ``likelihood``: "vlb" (the bound), "ode" (the probability-flow ODE NLL:
+    :func:`evaluate_ode`'s keys) or "all" (both). ``variance`` overrides a DDPM's reverse variance in the
+    bound ("fixed_small", "fixed_large", "analytic", "learned"); an analytic variance without a stored Gamma
+    is estimated on the training data first (``gamma_examples``, ``gamma_seconds``).
     ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. ``device``: where the
     model runs ("auto": CUDA when available); seeded draws come from CPU generators, so a seed gives the same
     noise on every device.
@@ -69,10 +147,15 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     from dgm.runs.device import resolve_device
     from dgm.runs.samples import sample_model
 
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
     device = resolve_device(device)
     model, config = ckpt.load_model(Path(run_dir))
     model.to(device)
     scaling = Scaling.from_dict(config["scaling"])
+    if variance is not None and not hasattr(model, "variance_for"):
+        raise ValueError(f"--variance applies to a DDPM's bound; this run is a {model.kind}")
+    dataset = None
     if data is None:
         dataset = load_run_data(config["data"])
         x, density, name = dataset.heldout, dataset.density, "heldout"
@@ -84,7 +167,19 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     examples = x if max_examples is None else x[:max_examples]
     g = torch.Generator().manual_seed(seed)
     result = {"kind": model.kind, "data": name, "n_examples": len(examples)}
-    result |= evaluate_nll(model, examples, scaling=scaling, generator=g)
+    chosen = variance or getattr(model, "variance", None)
+    if chosen == "analytic" and model.analytic is None:
+        train = (dataset or load_run_data(config["data"])).train
+        estimate, n, seconds = estimate_analytic_variance(model, train, generator=torch.Generator().manual_seed(seed))
+        model.set_analytic(estimate)
+        result |= {"gamma_examples": n, "gamma_seconds": seconds}
+    if chosen is not None:
+        result["variance"] = chosen
+    if likelihood in ("vlb", "all"):
+        result |= evaluate_nll(model, examples, scaling=scaling, generator=g, variance=variance)
+    if likelihood in ("ode", "all"):
+        result |= evaluate_ode(model, examples, scaling=scaling, generator=torch.Generator().manual_seed(seed),
+                               divergence=divergence, rtol=rtol, atol=atol)
     if density is not None:
         result["data_nll_nats"] = data_nll(density, examples, scaling)
     if metrics:

@@ -13,13 +13,15 @@ from torch import Tensor, nn
 
 from dgm.core import rng
 from dgm.core.bound import vlb
-from dgm.core.losses import OBJECTIVES, WEIGHTINGS, loss_simple
+from dgm.core.losses import OBJECTIVES, WEIGHTINGS, loss_hybrid, loss_simple
 from dgm.core.parameterization import PREDICTIONS, Denoiser
+from dgm.core.reverse import AnalyticVariance
 from dgm.core.schedule import Schedule
 from dgm.nets import build_net
 from dgm.samplers import sample as run_sampler
 
 SCHEDULES = ("linear", "cosine")
+MODEL_VARIANCES = ("fixed_small", "fixed_large", "learned", "analytic")
 
 
 class DDPM(nn.Module):
@@ -38,17 +40,23 @@ class DDPM(nn.Module):
             so eps* stays smooth at low noise instead of a sawtooth no network can fit. ``evaluate`` then
             bounds the discrete NLL by -log P(x0) <= E_u[L_vb(x0 + u)] - D log(2h), and samples are rounded
             to the bins in data space. Without it the discretized decoder of E36 is used.
+        variance: the reverse variance of the bound and of ancestral sampling (docs/LIKELIHOOD.md):
+            "fixed_small" (sigma2(i), default), "fixed_large" (beta_i^2), "learned" (the net outputs twice
+            the channels and trains with L_hybrid, Nichol & Dhariwal 2021) or "analytic" (Bao et al. 2022:
+            Gamma_i estimated after training and set with ``set_analytic``; a run stores it beside its
+            weights).
     """
 
     kind = "ddpm"
-    CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels")
+    CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels", "variance")
 
     def __init__(self, *, data_shape, net: dict, schedule: str = "cosine", levels: int = 1000,
                  prediction: str = "eps", objective: str = "eps", weighting: str = "simple",
-                 bins: int | None = None, dequantize: bool = False):
+                 bins: int | None = None, dequantize: bool = False, variance: str = "fixed_small"):
         super().__init__()
         checks = (("schedule", schedule, SCHEDULES), ("prediction", prediction, PREDICTIONS),
-                  ("objective", objective, OBJECTIVES), ("weighting", weighting, WEIGHTINGS))
+                  ("objective", objective, OBJECTIVES), ("weighting", weighting, WEIGHTINGS),
+                  ("variance", variance, MODEL_VARIANCES))
         for name, value, choices in checks:
             if value not in choices:
                 raise ValueError(f"DDPM: unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -62,7 +70,9 @@ class DDPM(nn.Module):
         self.schedule_name, self.levels = schedule, levels
         self.prediction, self.objective, self.weighting, self.bins = prediction, objective, weighting, bins
         self.schedule = Schedule.named(schedule, levels)
-        self.denoiser = Denoiser(build_net(net), self.schedule, prediction)
+        self.variance = variance
+        self.denoiser = Denoiser(build_net(net), self.schedule, prediction, learn_variance=variance == "learned")
+        self.analytic: AnalyticVariance | None = None  # Gamma of an "analytic" variance, once estimated
 
     @property
     def net(self) -> nn.Module:
@@ -74,7 +84,7 @@ class DDPM(nn.Module):
         return {"kind": self.kind, "data_shape": list(self.data_shape), "net": self.net.config(),
                 "schedule": self.schedule_name, "levels": self.levels, "prediction": self.prediction,
                 "objective": self.objective, "weighting": self.weighting, "bins": self.bins,
-                "dequantize": self.dequantize}
+                "dequantize": self.dequantize} | ({} if self.variance == "fixed_small" else {"variance": self.variance})
 
     @classmethod
     def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict:
@@ -84,10 +94,17 @@ class DDPM(nn.Module):
         if bins is None:
             config["dequantize"] = False
         net = dict(config["net"])
+        outputs = 2 if config.get("variance") == "learned" else 1  # a learned variance doubles the output
         if net["kind"] == "mlp":
             net["dim"] = math.prod(shape)
+            net.pop("out_dim", None)
+            if outputs == 2:
+                net["out_dim"] = 2 * net["dim"]
         elif net["kind"] == "unet":
             net |= {"in_channels": shape[0], "image_size": max(shape[-2:])}
+            net.pop("out_channels", None)
+            if outputs == 2:
+                net["out_channels"] = 2 * shape[0]
         else:
             raise ValueError(f"unknown net kind {net['kind']!r} in a DDPM recipe")
         config["net"] = net
@@ -96,12 +113,49 @@ class DDPM(nn.Module):
     def describe(self) -> str:
         """One line: the net, the schedule and what the net predicts."""
         return (f"{self.net.config()['kind']} net, {self.schedule_name} schedule, L = {self.levels}, predicts "
-                f"{self.prediction}, objective {self.objective} ({self.weighting})")
+                f"{self.prediction}, objective {self.objective} ({self.weighting}), {self.variance} variance")
+
+    # ------------------------------------------------------------------ reverse variance
+    def set_analytic(self, variance: AnalyticVariance | None) -> None:
+        """Set (or clear) the estimated Gamma of an analytic variance (``dgm.core.reverse.AnalyticVariance``)."""
+        if variance is not None and variance.gamma.shape != (self.levels + 1,):
+            raise ValueError(f"Gamma has {variance.gamma.numel()} entries; this DDPM has L = {self.levels}")
+        self.analytic = variance
+
+    def variance_for(self, name: str | None = None):
+        """What ``vlb`` and the samplers take as ``variance`` for ``name`` (default: the model's own choice):
+        a name, the ``AnalyticVariance`` (estimated), or the learned ``denoiser.reverse_variance``."""
+        name = self.variance if name is None else name
+        if name in ("fixed_small", "fixed_large"):
+            return name
+        elif name == "analytic":
+            if self.analytic is None:
+                raise ValueError("the analytic variance has no estimated Gamma yet (estimate it on training data: "
+                                 "dgm.evaluation.likelihood.estimate_analytic_variance)")
+            return self.analytic
+        elif name == "learned":
+            if not self.denoiser.learn_variance:
+                raise ValueError("this DDPM was trained without a learned variance (--variance learned)")
+            return self.denoiser.reverse_variance
+        else:
+            raise ValueError(f"unknown reverse variance {name!r}; choose one of {', '.join(MODEL_VARIANCES)}")
 
     def quick_sampling(self) -> tuple[dict, str]:
         """DPM-Solver++(2M) at 20 NFE (at most L): good samples fast."""
         steps = min(20, self.levels)
         return {"sampler": "dpm++2m", "steps": steps}, f"dpm++2m, {steps} NFE"
+
+    def continuous_view(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, float]:
+        """(y, offset): the continuous data the model's density is defined on, and what turns a density of y
+        into a bound on -log P(x0): y = x0 for continuous data (offset 0); y = x0 + u and offset
+        -D log(2h) for dequantized discrete data (E37), so -log P(x0) <= E_u[-log p(y)] + offset. Discrete data
+        without dequantization have no continuous density here: ValueError."""
+        if self.bins is None:
+            return x0, 0.0
+        if not self.dequantize:
+            raise ValueError("this DDPM models discrete data with a discretized decoder (no dequantization), so it "
+                             "has no continuous density for the probability-flow ODE")
+        return self._dequantized(x0, generator), -x0[0].numel() * math.log(2.0 / (self.bins - 1))
 
     def _dequantized(self, x0: Tensor, generator) -> Tensor:
         """y = x0 + u, u ~ U(-h, h) per coordinate, h = 1 / (bins - 1): uniform dequantization (E37)."""
@@ -117,8 +171,12 @@ class DDPM(nn.Module):
         """The weighted L_simple of ``objective`` on a batch in model space (EQUATIONS.md E33)."""
         if self.dequantize:
             x0 = self._dequantized(x0, generator)
-        loss = loss_simple(self.denoiser, self.schedule, x0, objective=self.objective,
-                           weighting=self.weighting, generator=generator, cond=cond)
+        if self.variance == "learned":
+            loss = loss_hybrid(self.denoiser, self.schedule, x0, objective=self.objective, weighting=self.weighting,
+                               generator=generator, cond=cond, bins=None if self.dequantize else self.bins)
+        else:
+            loss = loss_simple(self.denoiser, self.schedule, x0, objective=self.objective,
+                               weighting=self.weighting, generator=generator, cond=cond)
         return loss, {}
 
     @torch.no_grad()
@@ -133,15 +191,17 @@ class DDPM(nn.Module):
         clip = (-1.0 - h, 1.0 + h) if self.bins is not None else None
         kw.setdefault("clip", clip)
         kw.setdefault("device", next(self.parameters()).device)
+        if sampler == "ancestral":
+            kw["variance"] = self.variance_for(kw.get("variance"))
         return run_sampler(self.denoiser, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
                            generator=generator, cond=cond, **kw)
 
     @torch.no_grad()
     def evaluate(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None,
-                 variance="fixed_small") -> dict[str, Tensor]:
+                 variance: str | None = None) -> dict[str, Tensor]:
         """{"nll_nats": the full variational bound per example (B,), nats in model space} (E34-E37).
 
-        ``variance`` is the reverse variance the bound uses (``dgm.core.reverse.reverse_variance``).
+        ``variance`` names the reverse variance the bound uses (default: the model's; see ``variance_for``).
 
         With ``dequantize`` it is E_u[L_vb(x0 + u)] - D log(2h) (one draw of u), an upper bound on the
         discrete -log P(x0) since P(x0) = (2h)^D E_u p(x0 + u).
@@ -149,7 +209,9 @@ class DDPM(nn.Module):
         if self.dequantize:
             y = self._dequantized(x0, generator)
             D = x0[0].numel()
+            variance = self.variance_for(variance)
             nll = vlb(self.denoiser, self.schedule, y, bins=None, generator=generator, cond=cond, variance=variance)
             return {"nll_nats": nll - D * math.log(2.0 / (self.bins - 1))}
-        nll = vlb(self.denoiser, self.schedule, x0, bins=self.bins, generator=generator, cond=cond, variance=variance)
+        nll = vlb(self.denoiser, self.schedule, x0, bins=self.bins, generator=generator, cond=cond,
+                  variance=self.variance_for(variance))
         return {"nll_nats": nll}

@@ -40,9 +40,11 @@ class MLP(nn.Module):
         depth: number of residual blocks.
         emb_dim: size of the sinusoidal level embedding.
         num_classes: with labels, a class embedding is added to the level embedding (None: no labels).
+        out_dim: the output size (default D; 2 D for a DDPM that learns its reverse variance).
     """
 
-    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 128, num_classes: int | None = None):
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 128, num_classes: int | None = None,
+                 out_dim: int | None = None):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("emb_dim", emb_dim)):
             if value < 1:
@@ -58,17 +60,24 @@ class MLP(nn.Module):
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(ResidualBlock(hidden) for _ in range(depth))
         self.out_norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, dim)
+        self.out_dim = dim if out_dim is None else out_dim
+        if self.out_dim < 1:
+            raise ValueError(f"MLP out_dim must be positive, got {out_dim}")
+        self.out = nn.Linear(hidden, self.out_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def config(self) -> dict:
         """The JSON-able config that ``build_net`` turns back into an untrained copy."""
         config = {"kind": "mlp", "dim": self.dim, "hidden": self.hidden, "depth": self.depth, "emb_dim": self.emb_dim}
-        return config if self.num_classes is None else config | {"num_classes": self.num_classes}
+        if self.num_classes is not None:
+            config["num_classes"] = self.num_classes
+        if self.out_dim != self.dim:
+            config["out_dim"] = self.out_dim
+        return config
 
     def forward(self, x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
-        """x (B, D) float, i (B,) levels (integer or fractional), cond (B,) labels or None -> (B, D)."""
+        """x (B, D) float, i (B,) levels (integer or fractional), cond (B,) labels or None -> (B, out_dim)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP(dim={self.dim}) expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
         emb = self.level(level_embedding(i, self.emb_dim).to(x.dtype))

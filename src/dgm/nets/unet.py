@@ -103,11 +103,13 @@ class UNet(nn.Module):
         groups: GroupNorm groups.
         head_channels: channels per attention head (heads = channels // head_channels, at least 1).
         num_classes: with labels, a class embedding is added to the level embedding (None: no labels).
+        out_channels: output channels (default in_channels; twice that for a learned reverse variance).
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 64, channel_mults=(1, 2),
                  num_res_blocks: int = 2, attn_resolutions=None, image_size: int = 8,
-                 dropout: float = 0.0, groups: int = 8, head_channels: int = 64, num_classes: int | None = None):
+                 dropout: float = 0.0, groups: int = 8, head_channels: int = 64, num_classes: int | None = None,
+                 out_channels: int | None = None):
         super().__init__()
         if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or image_size < 1:
             raise ValueError("UNet: in_channels, base_channels, num_res_blocks and image_size must be "
@@ -131,6 +133,11 @@ class UNet(nn.Module):
         self.label = None if num_classes is None else ClassEmbedding(num_classes, emb_dim)
         if num_classes is not None:
             self.kwargs["num_classes"] = num_classes
+        out_channels = in_channels if out_channels is None else out_channels
+        if out_channels < 1:
+            raise ValueError(f"UNet: out_channels must be positive, got {out_channels}")
+        if out_channels != in_channels:
+            self.kwargs["out_channels"] = out_channels
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def block(c_in: int, c_out: int, res: int) -> nn.ModuleList:
@@ -160,7 +167,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(nn.ModuleList([Up(ch)]))
         self.out_norm = nn.GroupNorm(groups, ch)
-        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 

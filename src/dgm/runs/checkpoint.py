@@ -189,6 +189,13 @@ def load_model(run_dir: Path, *, ema: bool = True) -> tuple[torch.nn.Module, dic
             f"{str(run_dir / WEIGHTS)!r} holds a {metadata.get('kind')!r} model, config.json a {model.kind!r}"
         )
     load_into(model, split_prefix(tensors, "ema" if ema else "model"), str(run_dir / WEIGHTS))
+    if hasattr(model, "set_analytic"):  # a DDPM: the Gamma of its analytic variance, if estimated for this step
+        from dgm.runs.analytic import load_analytic
+
+        try:
+            model.set_analytic(load_analytic(run_dir, step=int(metadata["step"])))
+        except ValueError:  # a Gamma table of another length: as stale as one of another step
+            model.set_analytic(None)
     model.eval()
     return model, config
 
