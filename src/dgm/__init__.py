@@ -19,6 +19,7 @@ from dgm.core.parameterization import (
 )
 from dgm.core.reverse import posterior
 from dgm.core.schedule import Schedule
+from dgm.evaluation.ode import ode_nll
 from dgm.models.vae.analysis import blur_floor, optimal_decoder
 from dgm.samplers import SAMPLERS, ddim_step, sample
 
@@ -41,6 +42,7 @@ __all__ = [
     "loss_simple",
     "loss_ddpm",
     "vlb",
+    "ode_nll",
     "bits_per_dim",
     "sample",
     "ddim_step",
