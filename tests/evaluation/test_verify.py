@@ -7,15 +7,20 @@ import math
 import pytest
 import torch
 
+import dgm.evaluation.ode
 import dgm.evaluation.verify as verify
+import dgm.evaluation.verify.kernels as verify_kernels
+import dgm.evaluation.verify.likelihood as verify_likelihood
+import dgm.evaluation.verify.losses as verify_losses
+import dgm.evaluation.verify.samplers as verify_samplers
 import dgm.samplers.ancestral
 import dgm.samplers.ddim
 from dgm.cli import verify as cli_verify
 from dgm.cli.main import main
-from dgm.core import bound, losses, reverse
+from dgm.core import bound, flow, losses, reverse
 from dgm.core.forward import at_level
 from dgm.core.oracle import GaussianMixture
-from dgm.evaluation.verify import CHECKS, ERRATA, Row, format_table, run_checks
+from dgm.evaluation.verify import CHECKS, ERRATA, Row, demo_mixture, format_table, run_checks
 from dgm.models.vae.analysis import decoder_weights, encoder_log_prob
 
 ERRATA_KEYS = {"erratum-18", "erratum-25", "errata-22-24", "erratum-27", "erratum-12"}
@@ -48,7 +53,7 @@ def small_run():
 def test_every_check_passes_small(small_run):
     table = format_table(small_run)
     checks = [r for r in small_run if r.section == CHECKS]
-    assert len(checks) == 17 and all(r.passed for r in checks), table
+    assert len(checks) == 21 and all(r.passed for r in checks), table
     errata = [r for r in small_run if r.section == ERRATA]
     assert {r.key for r in errata} == ERRATA_KEYS and all(r.passed for r in errata), table
 
@@ -100,7 +105,7 @@ def test_forward_rows_catch(monkeypatch, name, mutant, keys):
     """Mutations: q_step returns x_prev unchanged; q_step's noise scale beta_i^2 (a dropped square root);
     q_step scales by alpha_bar_i instead of alpha_i; q_sample scales by alpha_i instead of alpha_bar_i;
     q_sample's noise scale 1 - alpha_bar_i^2 (the summary post's dropped root, erratum 18)."""
-    _catches(monkeypatch, verify, name, mutant, lambda: verify.check_forward(_g(), 1000), keys)
+    _catches(monkeypatch, verify_kernels, name, mutant, lambda: verify_kernels.check_forward(_g(), 1000), keys)
 
 
 # ---------------------------------------------------------------------------------------- reverse kernels
@@ -123,7 +128,7 @@ def _posterior_wrong_A(s, x_i, x0, i):
 def test_posterior_row_catches(monkeypatch, mutant):
     """Mutations: posterior's variance is the summary post's (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) beta_i^2
     (erratum 25); posterior's A_i uses alpha_bar_i where E24 has alpha_bar_{i-1}."""
-    _catches(monkeypatch, verify, "posterior", mutant, verify.check_posterior, ["posterior"])
+    _catches(monkeypatch, verify_kernels, "posterior", mutant, verify_kernels.check_posterior, ["posterior"])
 
 
 def test_reverse_kernel_row_catches(monkeypatch):
@@ -135,14 +140,14 @@ def test_reverse_kernel_row_catches(monkeypatch):
         return self._parts(s, x_i.double(), i - 1)[0], m_t, S_t
 
     _catches(monkeypatch, GaussianMixture, "reverse_kernel", broken,
-             lambda: verify.check_reverse_kernel(verify.demo_mixture(), _g(), 500), ["reverse-kernel"])
+             lambda: verify_kernels.check_reverse_kernel(demo_mixture(), _g(), 500), ["reverse-kernel"])
 
 
 def test_theorem_row_catches(monkeypatch):
     """Mutation: posterior's A_i uses alpha_bar_i where E24 has alpha_bar_{i-1}, so the conditional KL and C'
     of E23 are computed against the wrong kernel."""
-    _catches(monkeypatch, verify, "posterior", _posterior_wrong_A,
-             lambda: verify.check_theorem(verify.demo_mixture(), _g(), 6000), ["theorem"])
+    _catches(monkeypatch, verify_kernels, "posterior", _posterior_wrong_A,
+             lambda: verify_kernels.check_theorem(demo_mixture(), _g(), 6000), ["theorem"])
 
 
 # --------------------------------------------------------------------------------------- eps* and the mean
@@ -152,7 +157,7 @@ def test_eps_star_row_catches(monkeypatch):
     """Mutation: the oracle's eps* omits the factor sigma_bar_i (it returns -grad log p_i, the score's negative)."""
     original = GaussianMixture.eps_star
     _catches(monkeypatch, GaussianMixture, "eps_star", lambda self, s, x, i: original(self, s, x, i) / s.sigma_bar[i],
-             lambda: verify.check_eps_star(verify.demo_mixture(), _g(), 200), ["eps-star"])
+             lambda: verify_kernels.check_eps_star(demo_mixture(), _g(), 200), ["eps-star"])
 
 
 def _eps_to_mean_no_alpha(s, x_i, eps, i):
@@ -167,7 +172,7 @@ def _eps_to_mean_beta(s, x_i, eps, i):
 def test_mean_rows_catch(monkeypatch, mutant, key):
     """Mutations: eps_to_mean forgets the 1/alpha_i of E29 (caught by the E29 row); eps_to_mean scales eps by
     beta_i / sigma_bar_i instead of beta_i^2 / sigma_bar_i (caught by the E30 row)."""
-    _catches(monkeypatch, verify, "eps_to_mean", mutant, lambda: verify.check_mean(_g()), [key])
+    _catches(monkeypatch, verify_kernels, "eps_to_mean", mutant, lambda: verify_kernels.check_mean(_g()), [key])
 
 
 # ------------------------------------------------------------------------------------- losses and the bound
@@ -183,7 +188,7 @@ def _vlb_fixed_large(eps_fn, s, x0, **kw):
 
 @pytest.mark.parametrize("name, mutant, key, n", [
     ("loss_simple", _loss_simple_ho_t, "loss-simple", 20_000),
-    ("loss_ddpm", verify._loss_ddpm_post_weight, "loss-ddpm", 2000),
+    ("loss_ddpm", verify_losses._loss_ddpm_post_weight, "loss-ddpm", 2000),
     ("vlb", _vlb_fixed_large, "vlb", 2000),
 ])
 def test_loss_rows_catch(monkeypatch, name, mutant, key, n):
@@ -191,7 +196,8 @@ def test_loss_rows_catch(monkeypatch, name, mutant, key, n):
     excess over the floor: z = 10 at the default n = 20000, too little to see at n = 2000); loss_ddpm weighs by
     the summary post's 1 / sqrt(2 sigma2(i)) (erratum 27); vlb uses the reverse variance beta_i^2 (fixed
     large) where the model's is sigma2(i)."""
-    _catches(monkeypatch, verify, name, mutant, lambda: verify.check_losses(verify.demo_mixture(), _g(), n), [key])
+    _catches(monkeypatch, verify_losses, name, mutant, lambda: verify_losses.check_losses(demo_mixture(), _g(), n),
+             [key])
 
 
 # --------------------------------------------------------------------------------------------- VAE blur
@@ -212,7 +218,7 @@ def _blur_floor_no_mean(q_mean, q_std, data, z):
 def test_vae_rows_catch(monkeypatch, name, mutant, key):
     """Mutations: optimal_decoder returns E16's numerator E[q(z|x) x] without dividing by q(z); blur_floor
     forgets to subtract |mu*(z)|^2 (it returns E sum_n w_n |x_n|^2)."""
-    _catches(monkeypatch, verify, name, mutant, lambda: verify.check_vae(_g(), 1000), [key])
+    _catches(monkeypatch, verify_losses, name, mutant, lambda: verify_losses.check_vae(_g(), 1000), [key])
 
 
 # ----------------------------------------------------------------------------------------------- samplers
@@ -221,7 +227,7 @@ def test_vae_rows_catch(monkeypatch, name, mutant, key):
 def test_ancestral_row_catches(monkeypatch):
     """Mutation: ancestral sampling adds no noise in its reverse steps (the reverse variance reads as 0)."""
     _catches(monkeypatch, dgm.samplers.ancestral, "reverse_variance", lambda *a, **k: 0.0,
-             lambda: verify.check_samplers(verify.demo_mixture(), _g(), 500, 1000, runs=(("ancestral", None),)),
+             lambda: verify_samplers.check_samplers(demo_mixture(), _g(), 500, 1000, runs=(("ancestral", None),)),
              ["sampler-ancestral"])
 
 
@@ -234,18 +240,87 @@ def test_ddim_row_catches(monkeypatch):
         return original(s, x_i, eps, i, j, eta=eta, noise=noise) + ((1 - a2) - math.sqrt(1 - a2)) * eps
 
     _catches(monkeypatch, dgm.samplers.ddim, "ddim_step", no_root,
-             lambda: verify.check_samplers(verify.demo_mixture(), _g(), 2000, 1000, runs=(("ddim", 50),)),
+             lambda: verify_samplers.check_samplers(demo_mixture(), _g(), 2000, 1000, runs=(("ddim", 50),)),
              ["sampler-ddim"])
 
 
 def test_dpm_solver_row_catches(monkeypatch):
     """Mutation: DPM-Solver++(2M) loses its second-order term D_j, which leaves the first-order step, that is
     deterministic DDIM (E41), at the same 10 NFE."""
-    original = verify.sample
-    _catches(monkeypatch, verify, "sample",
+    original = verify_samplers.sample
+    _catches(monkeypatch, verify_samplers, "sample",
              lambda *a, sampler, **k: original(*a, sampler="ddim" if sampler == "dpm++2m" else sampler, **k),
-             lambda: verify.check_samplers(verify.demo_mixture(), _g(), 3000, 1000, runs=(("dpm++2m", 10),)),
+             lambda: verify_samplers.check_samplers(demo_mixture(), _g(), 3000, 1000, runs=(("dpm++2m", 10),)),
              ["sampler-dpm++2m"])
+
+
+# ------------------------------------------------------------------------------------- tight likelihoods
+
+
+def _gamma_of_abs(eps_fn, s, x0, **kw):
+    # |sqrt|eps_hat||^2 = |eps_hat|: the mean of |eps_hat| per coordinate where A1 has |eps_hat|^2
+    return reverse.estimate_gamma(lambda x, i: eps_fn(x, i).abs().sqrt(), s, x0, **kw)
+
+
+def _gamma_over_d_twice(eps_fn, s, x0, **kw):
+    gamma, se = reverse.estimate_gamma(eps_fn, s, x0, **kw)
+    return gamma / x0.shape[1], se / x0.shape[1]
+
+
+@pytest.mark.parametrize("mutant", [_gamma_of_abs, _gamma_over_d_twice])
+def test_gamma_row_catches(monkeypatch, mutant):
+    """Mutations: estimate_gamma averages |eps_hat| instead of |eps_hat|^2; estimate_gamma divides by D twice."""
+    _catches(monkeypatch, verify_likelihood, "estimate_gamma", mutant,
+             lambda: verify_likelihood.check_gamma(demo_mixture(), _g(), 2000), ["analytic-gamma"])
+
+
+def test_eps_star_divergence_row_catches(monkeypatch):
+    """Mutation: the oracle's div eps* drops the term |sum_k r_k u_k|^2 of F4."""
+
+    def broken(self, s, x_i, i):
+        r, sol, a = self._parts(s, x_i.double(), i)
+        Sigma = a**2 * self.covs + (1 - a**2) * torch.eye(self.D, dtype=torch.float64)
+        tr_inv = torch.diagonal(torch.linalg.inv(Sigma), dim1=1, dim2=2).sum(-1)
+        sigma = math.sqrt(1 - a**2)
+        return sigma * (r * (tr_inv[None] - (sol**2).sum(-1))).sum(1)
+
+    _catches(monkeypatch, GaussianMixture, "eps_star_divergence", broken,
+             lambda: verify_likelihood.check_eps_star_divergence(demo_mixture(), _g()), ["eps-star-divergence"])
+
+
+@pytest.mark.parametrize("name, mutant", [
+    ("pf_divergence", lambda *a: -flow.pf_divergence(*a)),
+    ("LOG_2PI", 0.0),
+])
+def test_ode_row_catches(monkeypatch, name, mutant):
+    """Mutations: the divergence of the probability-flow drift (F2) with its sign flipped; the prior term
+    -log N(x_L; 0, I) of F3 without its normalizer D/2 log 2 pi."""
+    _catches(monkeypatch, dgm.evaluation.ode, name, mutant,
+             lambda: verify_likelihood.check_ode(demo_mixture(), _g(), 300), ["ode-nll"])
+
+
+_ORIGINAL_BETWEEN = reverse.AnalyticVariance.between
+_ORIGINAL_LEVEL_KL = bound._level_kl
+
+
+def _between_gamma_swapped(self, s, i, j):
+    return _ORIGINAL_BETWEEN(reverse.AnalyticVariance(1 - self.gamma), s, i, j)
+
+
+def _level_kl_no_log(s, lvl, err, v):
+    # KL(N(mu, sigma2) || N(mu_phi, v)) without its D/2 log(v / sigma2); v is a float for an analytic variance
+    return _ORIGINAL_LEVEL_KL(s, lvl, err, v) - 0.5 * err[0].numel() * math.log(v / s.sigma2[lvl].item())
+
+
+@pytest.mark.parametrize("target, name, mutant", [
+    (reverse.AnalyticVariance, "between", _between_gamma_swapped),
+    (bound, "_level_kl", _level_kl_no_log),
+])
+def test_analytic_bound_row_catches(monkeypatch, target, name, mutant):
+    """Mutations: A2 with (1 - Gamma_i) replaced by Gamma_i (caught by the gain over fixed small); the bound's
+    level KL without its log-variance term D/2 log(v / sigma2(i)) (no longer an upper bound)."""
+    _catches(monkeypatch, target, name, mutant,
+             lambda: verify_likelihood.check_analytic_bound(demo_mixture(), _g(), 2000), ["analytic-bound"])
 
 
 # ---------------------------------------------------------------------------------------- the command
