@@ -181,3 +181,16 @@ def test_run_figures_are_data(runs):
     assert found.neighbours.png and found.samples.shape == (16, 1, 8, 8)
     with pytest.raises(ValueError, match="grids"):
         RunFigures(grids=(), grid_note="", samples=found.samples, neighbours=found.neighbours)
+
+
+def test_likelihood_table(runs, tmp_path):
+    """``likelihood="all"``: the DDPMs get the analytic bound and the ODE NLL in a likelihood table, with standard
+    errors; the VAE row keeps only its bound. Catches the option not reaching ``compute.evaluate``, or the table
+    not rendered."""
+    out = build_report([runs[2], runs[1]], tmp_path / "r.html", n_samples=16, nll_examples=8, likelihood="all")
+    text = out.read_text()
+    assert "Likelihood (bits/dim" in text and "probability-flow ODE" in text
+    table = text.split("Likelihood (bits/dim", 1)[1].split("</h3>", 1)[1].split("</table>", 1)[0]
+    assert table.count("&plusmn;") == 3 + 1  # the gmm2d DDPM: three estimators; the VAE: its bound
+    assert "Likelihood (bits/dim" not in build_report([runs[2]], tmp_path / "v.html", n_samples=16,
+                                                     nll_examples=8).read_text()

@@ -124,18 +124,37 @@ def quality(run: Run, fake: torch.Tensor, names, *, seed: int) -> dict:
 
 
 def evaluate(run: Run, *, n_samples: int = 500, seed: int = 0, nll_examples: int | None = 100,
-             fake: torch.Tensor | None = None) -> dict:
+             fake: torch.Tensor | None = None, likelihood: str = "vlb") -> dict:
     """The numbers of the summary tables: NLL bound (``dgm.evaluation.likelihood.evaluate_nll`` on the first
     ``nll_examples`` held-out examples, data space) and sample-quality metrics with their floors, of
     ``n_samples`` samples drawn as the model's ``quick_sampling()`` says (or of ``fake``, samples drawn
-    that way)."""
-    from dgm.evaluation.likelihood import data_nll, evaluate_nll
+    that way). With ``likelihood="all"`` a DDPM also gets the bound with the analytic variance
+    (``analytic_*``; Gamma estimated on the training data when the run has none) and the probability-flow ODE
+    NLL (``ode_*``), on the same examples (docs/LIKELIHOOD.md)."""
+    from dgm.evaluation.likelihood import (
+        LIKELIHOODS,
+        data_nll,
+        estimate_analytic_variance,
+        evaluate_nll,
+        evaluate_ode,
+    )
 
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
     held = run.data.heldout if len(run.data.heldout) else run.data.train
     held = held[:nll_examples] if nll_examples else held
     g = torch.Generator().manual_seed(seed)
     out = {"kind": run.kind, "n_examples": len(held)}
     out |= evaluate_nll(run.model, held, scaling=run.scaling, generator=g)
+    if likelihood != "vlb" and hasattr(run.model, "variance_for"):
+        if run.model.analytic is None:
+            estimate, _, _ = estimate_analytic_variance(run.model, run.data.train,
+                                                        generator=torch.Generator().manual_seed(seed))
+            run.model.set_analytic(estimate)
+        bound = evaluate_nll(run.model, held, scaling=run.scaling, generator=torch.Generator().manual_seed(seed),
+                             variance="analytic")
+        out |= {f"analytic_{k}": bound[k] for k in ("nll_nats", "nll_nats_se", "bits_per_dim", "bits_per_dim_se")}
+        out |= evaluate_ode(run.model, held, scaling=run.scaling, generator=torch.Generator().manual_seed(seed))
     if run.data.density is not None:
         out["data_nll_nats"] = data_nll(run.data.density, held, run.scaling)
     how, label = run.model.quick_sampling()

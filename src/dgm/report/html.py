@@ -116,6 +116,7 @@ def _summary_tables(runs, evals) -> str:
     out += ('<p class="note">NLL: an upper bound in nats per example in data space on held-out data (DDPM: '
             "the full variational bound; VAE: the IWAE bound with K = 1000); bits/dim = NLL / (D ln 2). "
             "Data NLL (exact): the true density's NLL on the same examples, the floor of any model.</p>")
+    out += _likelihood_table(runs, evals)
     for kind in ("image", "vector"):
         group = [(r, e) for r, e in zip(runs, evals, strict=True) if compute.metric_kind(r)[0] == kind]
         if not group:
@@ -133,6 +134,26 @@ def _summary_tables(runs, evals) -> str:
             "the sliced 1-Wasserstein distance, MMD the RBF MMD^2, and cross_entropy the exact "
             "E_samples[-log p_data] (floor: the data's entropy estimate).</p>")
     return out
+
+
+def _likelihood_table(runs, evals) -> str:
+    """Bits/dim of every estimator an evaluation holds, with standard errors (empty when only the bound)."""
+    estimators = (("bits_per_dim", "bound, the run's variance"), ("analytic_bits_per_dim", "bound, analytic variance"),
+                  ("ode_bits_per_dim", "probability-flow ODE"))
+    if not any("ode_bits_per_dim" in e or "analytic_bits_per_dim" in e for e in evals):
+        return ""
+    head = ["run", "kind"] + [label for _, label in estimators]
+
+    def cell(e, key):
+        if key not in e:
+            return None
+        return _Raw(f"{html.escape(_fmt(e[key]))} &plusmn; {html.escape(_fmt(e.get(key + '_se')))}")
+
+    rows = [[r.name, r.kind] + [cell(e, key) for key, _ in estimators] for r, e in zip(runs, evals, strict=True)]
+    return ("<h3>Likelihood (bits/dim on the same held-out examples, &plusmn; standard error)</h3>" + _table(head, rows)
+            + '<p class="note">The bounds are the variational bound with the run\'s reverse variance and with '
+            "Analytic-DPM's; the ODE is the NLL through the probability-flow ODE (for discrete data the "
+            "dequantized bound). docs/LIKELIHOOD.md has the formulas.</p>")
 
 
 def _run_header(r) -> str:
@@ -207,14 +228,15 @@ def render(runs, evals, found, loss_png, blur) -> str:
 # ------------------------------------------------------------------------------------------ entry points
 
 def build_report(run_dirs, out, *, n_samples: int = 400, seed: int = 0, evals: dict | None = None,
-                 nll_examples: int = 64, progress: bool = False) -> Path:
+                 nll_examples: int = 64, progress: bool = False, likelihood: str = "vlb") -> Path:
     """Write the comparison page of ``run_dirs`` to ``out`` (atomically) and return its path.
 
     ``n_samples``: samples per metric and per point of the NFE sweep. ``evals``: {run dir: the dict of
     ``dgm.report.compute.evaluate`` (or ``dgm.evaluation.likelihood.evaluate_run``)} already computed, used
     as they are; runs without one are evaluated here (NLL on the first ``nll_examples`` held-out examples).
     Raises ValueError (one line) for a bad DIR or --out before doing any work. ``progress``: say on stderr
-    what is being done.
+    what is being done. ``likelihood="all"``: the DDPMs' bound with the analytic variance and their ODE NLL
+    too, in a likelihood table.
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 8:
         raise ValueError(f"n_samples must be an integer >= 8, got {n_samples!r}")
@@ -231,7 +253,7 @@ def build_report(run_dirs, out, *, n_samples: int = 400, seed: int = 0, evals: d
         if e is None:
             say(f"evaluating {r.name}")
             e = compute.evaluate(r, n_samples=n_samples, seed=seed, nll_examples=nll_examples,
-                                 fake=found[-1].samples)
+                                 fake=found[-1].samples, likelihood=likelihood)
         table.append(e)
     blur = blur_figure(runs, found, seed=seed)
     loss_png = plots.loss_png([(r.name, *r.loss_curve()) for r in runs])
