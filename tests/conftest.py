@@ -58,3 +58,21 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """``one_line_error(argv)``: run ``dgm argv`` in-process; assert a one-line ``dgm: error:`` on stderr, exit
+    status 2 and no traceback; return the line."""
+    from dgm.cli import main
+
+    def run(argv) -> str:
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, err
+        assert len(lines) == 1 and lines[0].startswith("dgm: error:"), err
+        assert "Traceback" not in err
+        return lines[0]
+
+    return run

@@ -19,17 +19,6 @@ TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim
              '[train]\nbatch_size = 32\nlog_every = 5\n')
 
 
-def _error(capsys, argv) -> str:
-    """Run ``dgm argv`` in-process; assert a one-line ``dgm: error:`` and exit status 2; return the line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -67,8 +56,8 @@ def test_help(capsys, command):
     assert out.startswith("usage: dgm") and ("examples:" in out or not command)
 
 
-def test_missing_data_path(capsys, tmp_path):
-    line = _error(capsys, _train(tmp_path / "out", tmp_path / "nowhere.npy"))
+def test_missing_data_path(capsys, tmp_path, one_line_error):
+    line = one_line_error(_train(tmp_path / "out", tmp_path / "nowhere.npy"))
     assert "nowhere.npy" in line and not (tmp_path / "out").exists()
 
 
@@ -79,22 +68,22 @@ def test_missing_data_path(capsys, tmp_path):
     ("nan.npy", np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), "nan"),
     ("inf.npy", np.array([[0.0, 1.0], [np.inf, 2.0], [1.0, 1.0]]), "inf"),
 ])
-def test_bad_arrays(capsys, tmp_path, name, array, words):
+def test_bad_arrays(capsys, tmp_path, name, array, words, one_line_error):
     np.save(tmp_path / name, array)
-    line = _error(capsys, _train(tmp_path / "out", tmp_path / name))
+    line = one_line_error(_train(tmp_path / "out", tmp_path / name))
     assert words in line.lower() and name in line
     assert not (tmp_path / "out").exists()
 
 
-def test_unreadable_image(capsys, tmp_path):
+def test_unreadable_image(capsys, tmp_path, one_line_error):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
-    line = _error(capsys, _train(tmp_path / "out", tmp_path / "images"))
+    line = one_line_error(_train(tmp_path / "out", tmp_path / "images"))
     assert "broken.png" in line
 
 
-def test_non_numeric_flag(capsys, tmp_path):
-    line = _error(capsys, ["train", "ddpm", "--data", "gmm2d", "--out", str(tmp_path), "--steps", "many"])
+def test_non_numeric_flag(capsys, tmp_path, one_line_error):
+    line = one_line_error(["train", "ddpm", "--data", "gmm2d", "--out", str(tmp_path), "--steps", "many"])
     assert "'many'" in line
 
 
@@ -104,76 +93,76 @@ def test_non_numeric_flag_in_a_real_process(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "'ten'" in done.stderr
 
 
-def test_resume_without_checkpoint(capsys, tmp_path):
-    line = _error(capsys, _train(tmp_path, "gmm2d", "--resume"))
+def test_resume_without_checkpoint(capsys, tmp_path, one_line_error):
+    line = one_line_error(_train(tmp_path, "gmm2d", "--resume"))
     assert "no run to resume" in line and list(tmp_path.iterdir()) == []
 
 
-def test_out_dir_with_a_different_run(capsys, run_copy, settings):
+def test_out_dir_with_a_different_run(capsys, run_copy, settings, one_line_error):
     before = _snapshot(run_copy)
-    line = _error(capsys, _train(run_copy, "gmm2d", "--config", str(settings), "--lr", "0.5"))
+    line = one_line_error(_train(run_copy, "gmm2d", "--config", str(settings), "--lr", "0.5"))
     assert "different run" in line and "train.lr" in line
     assert _snapshot(run_copy) == before
 
 
-def test_out_dir_with_the_same_run_needs_resume(capsys, run_copy, settings):
+def test_out_dir_with_the_same_run_needs_resume(capsys, run_copy, settings, one_line_error):
     before = _snapshot(run_copy)
-    line = _error(capsys, _train(run_copy, "gmm2d", "--config", str(settings)))
+    line = one_line_error(_train(run_copy, "gmm2d", "--config", str(settings)))
     assert "--resume" in line
     assert _snapshot(run_copy) == before
 
 
-def test_resume_of_another_kind(capsys, run_copy):
-    line = _error(capsys, ["train", "vae", "--out", str(run_copy), "--resume", "--no-progress"])
+def test_resume_of_another_kind(capsys, run_copy, one_line_error):
+    line = one_line_error(["train", "vae", "--out", str(run_copy), "--resume", "--no-progress"])
     assert "ddpm" in line
 
 
-def test_model_flag_of_another_kind(capsys, tmp_path):
-    line = _error(capsys, ["train", "vae", "--data", "gmm2d", "--out", str(tmp_path / "o"), "--objective", "v"])
+def test_model_flag_of_another_kind(capsys, tmp_path, one_line_error):
+    line = one_line_error(["train", "vae", "--data", "gmm2d", "--out", str(tmp_path / "o"), "--objective", "v"])
     assert line == "dgm: error: --objective applies to ddpm only, not vae" and not (tmp_path / "o").exists()
 
 
-def test_verify_budget_errors(capsys):
-    assert "got 10" in _error(capsys, ["verify", "--n", "10"])
-    assert "'0'" in _error(capsys, ["verify", "--levels", "0"])
+def test_verify_budget_errors(capsys, one_line_error):
+    assert "got 10" in one_line_error(["verify", "--n", "10"])
+    assert "'0'" in one_line_error(["verify", "--levels", "0"])
 
 
 @pytest.mark.parametrize("command", ["sample", "eval"])
-def test_truncated_checkpoint(capsys, run_copy, tmp_path, command):
+def test_truncated_checkpoint(capsys, run_copy, tmp_path, command, one_line_error):
     weights = run_copy / ckpt.WEIGHTS
     weights.write_bytes(weights.read_bytes()[:200])
     (tmp_path / "old.npy").write_bytes(b"keep me")
     argv = ["sample", str(run_copy), "-n", "4", "--out", str(tmp_path / "old.npy")] if command == "sample" else [
         "eval", str(run_copy)]
-    assert "truncated" in _error(capsys, argv)
+    assert "truncated" in one_line_error(argv)
     assert (tmp_path / "old.npy").read_bytes() == b"keep me"
 
 
 @pytest.mark.parametrize("command", ["sample", "eval"])
-def test_foreign_checkpoint(capsys, run_copy, tmp_path, command):
+def test_foreign_checkpoint(capsys, run_copy, tmp_path, command, one_line_error):
     import torch
 
     save_file({"conv.weight": torch.zeros(2, 2)}, str(run_copy / ckpt.WEIGHTS))
     argv = ["sample", str(run_copy), "-n", "4", "--out", str(tmp_path / "x.npy")] if command == "sample" else [
         "eval", str(run_copy)]
-    assert "not a dgm checkpoint" in _error(capsys, argv)
+    assert "not a dgm checkpoint" in one_line_error(argv)
     assert not (tmp_path / "x.npy").exists()
 
 
-def test_sample_from_a_missing_run(capsys, tmp_path):
-    assert "does not exist" in _error(capsys, ["sample", str(tmp_path / "nope"), "-n", "2", "--out", "x.npy"])
+def test_sample_from_a_missing_run(capsys, tmp_path, one_line_error):
+    assert "does not exist" in one_line_error(["sample", str(tmp_path / "nope"), "-n", "2", "--out", "x.npy"])
 
 
-def test_unknown_sampler(capsys, run, tmp_path):
-    line = _error(capsys, ["sample", str(run), "-n", "4", "--out", str(tmp_path / "x.npy"), "--sampler", "euler"])
+def test_unknown_sampler(capsys, run, tmp_path, one_line_error):
+    line = one_line_error(["sample", str(run), "-n", "4", "--out", str(tmp_path / "x.npy"), "--sampler", "euler"])
     assert "'euler'" in line and not (tmp_path / "x.npy").exists()
 
 
-def test_bad_sample_suffix(capsys, run, tmp_path):
-    assert ".npy or .png" in _error(capsys, ["sample", str(run), "-n", "4", "--out", str(tmp_path / "x.txt")])
+def test_bad_sample_suffix(capsys, run, tmp_path, one_line_error):
+    assert ".npy or .png" in one_line_error(["sample", str(run), "-n", "4", "--out", str(tmp_path / "x.txt")])
 
 
-def test_sample_and_eval_on_a_named_device(capsys, run, tmp_path):
+def test_sample_and_eval_on_a_named_device(capsys, run, tmp_path, one_line_error):
     """--device cpu gives the same numbers as the default on a CPU-only machine; cuda without one is an error."""
     for name, extra in (("a", []), ("b", ["--device", "cpu"])):
         assert main(["sample", str(run), "-n", "20", "--out", str(tmp_path / f"{name}.npy"), "--steps", "5",
@@ -184,25 +173,25 @@ def test_sample_and_eval_on_a_named_device(capsys, run, tmp_path):
     assert json.loads(capsys.readouterr().out)["n_examples"] == 8
     if not torch.cuda.is_available():
         for command in (["sample", str(run), "-n", "2", "--out", str(tmp_path / "c.npy")], ["eval", str(run)]):
-            assert "no CUDA device" in _error(capsys, [*command, "--device", "cuda"])
+            assert "no CUDA device" in one_line_error([*command, "--device", "cuda"])
         assert not (tmp_path / "c.npy").exists()
 
 
-def test_eval_on_data_of_another_shape(capsys, run, tmp_path):
+def test_eval_on_data_of_another_shape(capsys, run, tmp_path, one_line_error):
     np.save(tmp_path / "three.npy", np.random.default_rng(0).normal(size=(10, 3)))
-    assert "shape" in _error(capsys, ["eval", str(run), "--data", str(tmp_path / "three.npy")])
+    assert "shape" in one_line_error(["eval", str(run), "--data", str(tmp_path / "three.npy")])
 
 
-def test_bad_config_file(capsys, tmp_path):
+def test_bad_config_file(capsys, tmp_path, one_line_error):
     (tmp_path / "bad.toml").write_text("[model\n")
-    assert "not valid TOML" in _error(capsys, _train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "bad.toml")))
+    assert "not valid TOML" in one_line_error(_train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "bad.toml")))
     (tmp_path / "typo.toml").write_text("[trian]\nsteps = 3\n")
-    assert "'trian'" in _error(capsys, _train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "typo.toml")))
+    assert "'trian'" in one_line_error(_train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "typo.toml")))
 
 
-def test_model_that_does_not_fit_the_data(capsys, tmp_path):
+def test_model_that_does_not_fit_the_data(capsys, tmp_path, one_line_error):
     (tmp_path / "dim3.toml").write_text("[model.net]\ndim = 3\nhidden = 8\ndepth = 1\n")
-    line = _error(capsys, _train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "dim3.toml")))
+    line = one_line_error(_train(tmp_path / "o", "gmm2d", "--config", str(tmp_path / "dim3.toml")))
     assert "does not fit data of shape (2,)" in line and not (tmp_path / "o").exists()
 
 
@@ -228,7 +217,7 @@ def test_train_sample_eval_end_to_end(capsys, tmp_path, settings):
 
 
 @pytest.mark.slow
-def test_vae_on_digits_end_to_end(capsys, tmp_path):
+def test_vae_on_digits_end_to_end(capsys, tmp_path, one_line_error):
     out = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--out", str(out), "--steps", "30", "--no-progress"]) == 0
     assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "grid.png")]) == 0
@@ -236,7 +225,7 @@ def test_vae_on_digits_end_to_end(capsys, tmp_path):
     digits = np.load(tmp_path / "d.npy")
     assert digits.shape == (16, 1, 8, 8) and digits.min() >= 0 and digits.max() <= 16
     capsys.readouterr()
-    assert "sampler" in _error(capsys, ["sample", str(out), "-n", "4", "--out", str(tmp_path / "x.npy"),
+    assert "sampler" in one_line_error(["sample", str(out), "-n", "4", "--out", str(tmp_path / "x.npy"),
                                         "--sampler", "ddim"])
     capsys.readouterr()
     assert main(["eval", str(out), "--max-examples", "20", "--metrics", "fd", "--n-samples", "400"]) == 0

@@ -17,17 +17,6 @@ TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim
 FEW = 256  # training examples behind Gamma in the fast tests (the default, 4096, takes seconds)
 
 
-def _error(capsys, argv) -> str:
-    """Run ``dgm argv`` in-process; assert a one-line ``dgm: error:`` and exit status 2; return the line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("dgm: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _eval(capsys, *argv) -> dict:
     capsys.readouterr()
     assert main(["eval", *map(str, argv)]) == 0
@@ -109,10 +98,10 @@ def test_a_stale_or_unreadable_gamma_is_ignored_and_re_estimated(capsys, run_cop
     assert path.read_bytes() == before
 
 
-def test_eval_with_a_learned_variance_of_a_fixed_run_is_a_one_line_error(capsys, analytic_run):
+def test_eval_with_a_learned_variance_of_a_fixed_run_is_a_one_lineone_line_error(analytic_run, one_line_error):
     """``dgm eval --variance learned`` on a run trained without a learned variance: one line, exit 2, saying so.
     Catches a silent fallback to another variance."""
-    line = _error(capsys, ["eval", str(analytic_run), "--variance", "learned", "--max-examples", "5"])
+    line = one_line_error(["eval", str(analytic_run), "--variance", "learned", "--max-examples", "5"])
     assert "learned variance" in line
 
 
@@ -124,10 +113,10 @@ def test_eval_with_a_learned_variance_of_a_fixed_run_is_a_one_line_error(capsys,
     (["--divergence", "trace"], "'trace'"),
     (["--variance", "huge"], "'huge'"),
 ])
-def test_bad_likelihood_flags_are_one_line_argparse_errors(capsys, tmp_path, flags, words):
+def test_bad_likelihood_flags_are_one_line_argparse_errors(capsys, tmp_path, flags, words, one_line_error):
     """Tolerances outside (0, 1) and unknown likelihoods, divergences and variances stop at argparse with one line
     quoting the value, before any run directory is read. Catches --rtol typed as a plain float (2 reaches scipy)."""
-    line = _error(capsys, ["eval", str(tmp_path / "nowhere"), *flags])
+    line = one_line_error(["eval", str(tmp_path / "nowhere"), *flags])
     assert words in line
 
 
