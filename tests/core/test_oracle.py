@@ -94,3 +94,33 @@ def test_affine(mixture, gen):
 def test_bad_mixtures(args, match):
     with pytest.raises(ValueError, match=match):
         dgm.GaussianMixture(*args)
+
+
+def test_condition_matches_bayes_rule_on_a_grid(mixture):
+    """condition(y, A, sigma_y) against prior x likelihood normalized numerically on a 2-D grid.
+
+    Catches a dropped evidence term in the weights (wrong mixing), a sign error in the mean update, or a
+    missing sigma_y^2 in C_k."""
+    A, y, sigma_y = torch.tensor([[0.8, -0.6]], dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64), 0.5
+    post = mixture.condition(y, A, sigma_y)
+    g = torch.linspace(-6, 6, 601, dtype=torch.float64)
+    X = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    log_lik = -0.5 * ((y - X @ A.T) ** 2).sum(-1) / sigma_y**2
+    log_un = mixture.log_prob(X) + log_lik
+    cell = (g[1] - g[0]) ** 2
+    bayes = log_un - torch.logsumexp(log_un, 0) - torch.log(cell)
+    mask = bayes > -12
+    assert torch.allclose(post.log_prob(X)[mask], bayes[mask], atol=2e-3)
+    # the posterior mean from the grid against the mixture's means
+    p = (bayes.exp() * cell)[:, None]
+    assert torch.allclose((p * X).sum(0), post.weights @ post.means, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(y=torch.zeros(2), A=torch.zeros(1, 2), sigma_y=0.1), "expected y"),
+    (dict(y=torch.zeros(1), A=torch.zeros(1, 3), sigma_y=0.1), "expected y"),
+    (dict(y=torch.zeros(1), A=torch.zeros(1, 2), sigma_y=0.0), "sigma_y must be positive"),
+])
+def test_condition_rejects_bad_input(mixture, bad, match):
+    with pytest.raises(ValueError, match=match):
+        mixture.condition(**bad)

@@ -71,6 +71,33 @@ class GaussianMixture:
         covs = self.covs * a[None, :, None] * a[None, None, :]
         return GaussianMixture(self.weights, self.means * a + b, covs)
 
+    def condition(self, y, A, sigma_y: float) -> GaussianMixture:
+        """The exact posterior p(x | y) for one observation y = A x + sigma_y n, n ~ N(0, I): a mixture again.
+
+        y: (d_y,); A: (d_y, D); sigma_y > 0. By Bayes' rule per component (Murphy 2012, 4.125), with
+        C_k = A S_k A^T + sigma_y^2 I and G_k = S_k A^T C_k^{-1}: weights pi_k N(y; A m_k, C_k) renormalized,
+        means m_k + G_k (y - A m_k), covariances S_k - G_k A S_k. Its ``eps_star`` is the exact guided
+        denoiser of the inverse problem and its ``sample`` the exact posterior sampler. (Not to be confused
+        with ``dgm.posterior``, the reverse conditional kernel.)
+        """
+        y, A = _as64(y), _as64(A)
+        if A.ndim != 2 or A.shape[1] != self.D or y.shape != (A.shape[0],):
+            raise ValueError(f"condition: expected y (d_y,) and A (d_y, {self.D}), got y {tuple(y.shape)} "
+                             f"and A {tuple(A.shape)}")
+        if not float(sigma_y) > 0:
+            raise ValueError(f"condition: sigma_y must be positive, got {sigma_y}")
+        AS = torch.einsum("ed,kdf->kef", A, self.covs)  # A S_k: (K, d_y, D)
+        C = AS @ A.T + float(sigma_y) ** 2 * torch.eye(A.shape[0], dtype=torch.float64)
+        G = torch.linalg.solve(C, AS).transpose(1, 2)  # S_k A^T C_k^{-1} (C_k, S_k symmetric): (K, D, d_y)
+        resid = y[None] - self.means @ A.T  # (K, d_y)
+        chol = torch.linalg.cholesky(C)
+        z = torch.linalg.solve_triangular(chol, resid[..., None], upper=False)[..., 0]
+        log_det = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        log_w = torch.log(self.weights) - 0.5 * (log_det + (z**2).sum(-1))
+        covs = self.covs - G @ AS
+        return GaussianMixture(torch.softmax(log_w, 0), self.means + torch.einsum("kde,ke->kd", G, resid),
+                               0.5 * (covs + covs.transpose(1, 2)))
+
     # ------------------------------------------------------------------ level i
     def at_level(self, s: Schedule, i: int) -> GaussianMixture:
         """p_i = sum_k pi_k N(alpha_bar_i m_k, alpha_bar_i^2 S_k + (1 - alpha_bar_i^2) I) (G1)."""
