@@ -50,11 +50,12 @@ class GaussianMixture:
         self.K, self.D = K, D
 
     # ------------------------------------------------------------------ the data distribution
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n draws, float64 (n, D)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
+        """n draws, float64 (n, D); with ``return_labels`` also each draw's component index (n,) (LongTensor)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.D, generator=generator, dtype=torch.float64)
-        return self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], z)
+        x = self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], z)
+        return (x, k) if return_labels else x
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) = logsumexp_k [log pi_k + log N(x; m_k, S_k)] (G8): (N, D) -> (N,)."""
