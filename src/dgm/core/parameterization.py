@@ -29,6 +29,7 @@ __all__ = [
     "v_to_x0",
     "eps_to_score",
     "call_denoiser",
+    "guided_denoiser",
     "Denoiser",
     "PREDICTIONS",
 ]
@@ -42,6 +43,35 @@ def call_denoiser(eps_fn, x_i: Tensor, i, cond=None) -> Tensor:
     denoiser (the oracle's ``lambda x, i: gm.eps_star(s, x, i)``, a user's function) works wherever no
     labels are passed."""
     return eps_fn(x_i, i) if cond is None else eps_fn(x_i, i, cond=cond)
+
+
+def guided_denoiser(eps_fn, guidance: float, null_class: int):
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the denoiser
+    ``eps_w(x_i, i, cond) = (1 + w) eps(x_i, i, cond) - w eps(x_i, i, null)``.
+
+    ``w = guidance >= 0``; w = 0 is the plain conditional model (returned unchanged, one call per step),
+    w > 0 makes one batched call of the conditional and the unconditional rows. diffusers' ``guidance_scale``
+    is s = 1 + w. ``null_class`` is the label of the unconditional model (dgm's nets: ``num_classes``). Rows
+    whose label is already the null class get the unconditional output for any w. The guided denoiser needs
+    labels: calling it with ``cond=None`` raises ValueError.
+    """
+    w = float(guidance)
+    if not w >= 0 or w == float("inf"):
+        raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+    if w == 0:
+        return eps_fn
+
+    def eps_w(x_i: Tensor, i, cond=None) -> Tensor:
+        if cond is None:
+            raise ValueError("classifier-free guidance needs class labels (cond), got None")
+        cond = torch.as_tensor(cond, device=x_i.device)
+        i = _as_levels(i, x_i)
+        null = torch.full_like(cond, null_class)
+        out = eps_fn(torch.cat([x_i, x_i]), torch.cat([i, i]), cond=torch.cat([cond, null]))
+        eps_c, eps_u = out.chunk(2)
+        return (1 + w) * eps_c - w * eps_u
+
+    return eps_w
 
 
 def eps_to_x0(s: Schedule, x_i: Tensor, eps: Tensor, i) -> Tensor:
