@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dgm.cli.arguments import DEVICE_HELP, nonneg_int, positive_float, positive_int
+from dgm.cli.arguments import DEVICE_HELP, nonneg_int, positive_float, positive_int, probability
 
 EXAMPLES = """examples:
   dgm train ddpm --data gmm2d --out runs/gmm2d             # the recipe for 2-D data (a few minutes)
@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   dgm train vae --data moons --out runs/moons-vae --steps 2000 --lr 1e-3
   dgm train ddpm --data images.npy --out runs/mine --config settings.toml
   dgm train ddpm --data gmm2d --out runs/gmm2d --resume --steps 8000   # continue to step 8000
+  dgm train ddpm --data digits --out runs/digits-c --conditional      # p(x | class), classifier-free guidance
+  dgm train vae --data labelled.npz --out runs/cvae --conditional --label-dropout 0.2
 
 several processes (each trains on its shard; global batch = --batch-size x processes; on CPU they talk
 over gloo; with --cpu, accelerate 1.15 starts one process and dgm starts the others, on Linux):
@@ -33,7 +35,7 @@ settings.toml may hold a [model] table (with [model.net]) and a [train] table, e
 Flags override the file, and the file overrides the recipe for the data."""
 
 # model flags; a model's CLI_OPTIONS say which apply to it
-MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels", "variance")
+MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels", "variance", "conditional", "label_dropout")
 TRAIN_FLAGS = ("steps", "minutes", "batch_size", "lr", "seed", "mixed_precision")  # TrainConfig keys
 CONFIG_TABLES = ("model", "train")
 
@@ -69,6 +71,11 @@ def add_parser(sub) -> None:
     p.add_argument("--variance", choices=MODEL_VARIANCES, help="DDPM reverse variance of the bound and of ancestral "
                    "sampling: fixed_small (default), fixed_large, learned (the net learns it, hybrid loss) or "
                    "analytic (Analytic-DPM: Gamma estimated on the training data after training, stored in DIR)")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="DDPM and VAE: a class-conditional model p(x | class) on the data's labels (gmm2d, digits, "
+                   "y of an .npz, class folders, MNIST's labels file)")
+    p.add_argument("--label-dropout", type=probability, metavar="P", help="with --conditional: the probability "
+                   "that a training label is replaced by the null class, which learns p(x) too (default 0.1)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
                    "images, whose small tensors only lose from threading; torch's default otherwise)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     """``dgm train``: recipe < stored config (--resume) < --config file < flags; then ``fit``."""
     import torch
 
-    from dgm.data.spec import data_spec, load_run_data
+    from dgm.data.spec import data_spec, load_run_data, with_labels
     from dgm.models import MODEL_KINDS, build_model, model_class
     from dgm.runs import checkpoint as ckpt
     from dgm.training.config import TrainConfig, merge_settings
@@ -141,9 +148,16 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = merge_settings(train_cfg, {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     model_cfg["kind"] = args.kind
     net = model_cfg.get("net", {})
-    if stored is None and model_cfg.get("variance") == "learned" and not {"out_dim", "out_channels"} & set(net):
-        # a learned variance (asked for by a flag or the file) doubles the net's output: size it for the data
-        model_cfg = model_class(args.kind).complete_config(model_cfg, list(data.scaling.shape), data.scaling.bins)
+    learned = model_cfg.get("variance") == "learned" and not {"out_dim", "out_channels"} & set(net)
+    if args.label_dropout is not None and not model_cfg.get("conditional"):
+        raise ValueError(f"--label-dropout {args.label_dropout} needs --conditional")
+    if model_cfg.get("conditional"):
+        spec = with_labels(spec, data)  # one line if the data have no labels; config.json records the classes
+    if (stored is None and learned) or model_cfg.get("conditional"):
+        # a learned variance doubles the net's output, a conditional model takes the data's classes (asked for by
+        # a flag or the file): size the model for the data (a resumed run must come out as it was stored)
+        model_cfg = model_class(args.kind).complete_config(model_cfg, list(data.scaling.shape), data.scaling.bins,
+                                                           num_classes=spec.get("num_classes"))
     torch.manual_seed(train_cfg.get("seed", 0))
     model = build_model(model_cfg)
     config = TrainConfig.from_dict(train_cfg)

@@ -9,6 +9,8 @@
 - ``digits``: the 1,797 8x8 digits, gray levels 0..16, with their fixed scaling x = k / 8 - 1 (17 bins).
 
 The toy sets are one fixed draw (seed ``TOY_SEED``); the seed of ``load_data`` only picks the split.
+Class labels: gmm2d's are the components the points were drawn from (classes "0".."7", component k at
+angle 2 pi k / 8), digits' the digits (scikit-learn's targets, classes "0".."9"); the other toys have none.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dgm.data.labels import integer_names
 from dgm.data.scaling import Scaling
 
 __all__ = ["BUILTINS", "BuiltinSet", "builtin_set", "gmm2d_parameters"]
@@ -30,12 +33,14 @@ TOY_SEED = 0
 
 @dataclass(frozen=True, eq=False)
 class BuiltinSet:
-    """A built-in set as stored: raw data-space array, its fixed scaling (or None: fit one) and its exact
-    density in data space (or None)."""
+    """A built-in set as stored: raw data-space array, its fixed scaling (or None: fit one), its exact
+    density in data space (or None), and its class labels (N,) with their names (or None)."""
 
     raw: np.ndarray
     scaling: Scaling | None = None
     density: object | None = None
+    labels: np.ndarray | None = None
+    label_names: list[str] | None = None
 
     def __post_init__(self):
         if not isinstance(self.raw, np.ndarray) or self.raw.ndim < 2:
@@ -48,8 +53,10 @@ def builtin_set(name: str) -> BuiltinSet:
     if name == "digits":
         from sklearn.datasets import load_digits
 
-        images = load_digits().images[:, None]  # (1797, 1, 8, 8) float64, values 0..16
-        return BuiltinSet(images, Scaling("image", images.shape[1:], 8.0, 8.0, "float64", bins=17, layout="NCHW"))
+        digits = load_digits()
+        images = digits.images[:, None]  # (1797, 1, 8, 8) float64, values 0..16
+        scaling = Scaling("image", images.shape[1:], 8.0, 8.0, "float64", bins=17, layout="NCHW")
+        return BuiltinSet(images, scaling, labels=digits.target, label_names=[str(t) for t in digits.target_names])
     elif name == "gmm2d":
         weights, means, covs = gmm2d_parameters()
         comp = rng.choice(len(weights), size=N_TOY, p=weights)
@@ -57,7 +64,8 @@ def builtin_set(name: str) -> BuiltinSet:
         x = means[comp] + np.einsum("nij,nj->ni", np.linalg.cholesky(covs)[comp], z)
         from dgm.core.oracle import GaussianMixture
 
-        return BuiltinSet(x, density=GaussianMixture(*(torch.from_numpy(a) for a in (weights, means, covs))))
+        density = GaussianMixture(*(torch.from_numpy(a) for a in (weights, means, covs)))
+        return BuiltinSet(x, density=density, labels=comp, label_names=integer_names(len(weights)))
     elif name == "moons":
         t = rng.uniform(0.0, math.pi, N_TOY)
         upper = rng.random(N_TOY) < 0.5

@@ -4,6 +4,7 @@
 with the ``Scaling`` (``dgm.data.scaling``) that maps samples back to data space. The held-out split is a
 seeded random fraction of the examples or the last N of them (file order, e.g. MNIST's last 1,000).
 Sources: ``dgm.data.builtin_sets`` (the built-ins) and ``dgm.data.files`` (arrays, image folders, IDX).
+Class labels, where the source has them (``dgm.data.labels``), are split with their examples.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from dgm.data.builtin_sets import BUILTINS, builtin_set
 from dgm.data.files import check_array, read_path
+from dgm.data.labels import encode_labels
 from dgm.data.scaling import Scaling, fit_scaling, from_nchw, to_nchw
 
 __all__ = ["DataSet", "load_data", "split_indices"]
@@ -42,7 +44,7 @@ class DataSet:
     density: the exact density in model space (a ``GaussianMixture`` for gmm2d), else None.
     train_labels (N,) and heldout_labels (M,): class indices (LongTensor, values 0..K-1) of the same
     examples, split with them, or None for unlabelled data. label_names: the K class names (index k is class
-    k), or None. No loader fills the labels yet; every field defaults to None.
+    k), or None. ``load_data`` fills them from the source (``dgm.data.labels``).
     """
 
     name: str
@@ -75,19 +77,19 @@ class DataSet:
         return self.scaling.shape
 
     @property
+    def num_classes(self) -> int | None:
+        """K, the number of classes of labelled data (len(label_names), else the largest label + 1); None
+        for unlabelled data."""
+        if self.train_labels is None:
+            return None
+        if self.label_names is not None:
+            return len(self.label_names)
+        return int(torch.cat([self.train_labels, self.heldout_labels]).max()) + 1
+
+    @property
     def dim(self) -> int:
         """D, the numbers per example (C*H*W for images)."""
         return math.prod(self.scaling.shape)
-
-
-def _as_labels(labels, n: int, where: str) -> Tensor | None:
-    """``labels`` as a LongTensor (n,), or None; ValueError if they are not n integers."""
-    if labels is None:
-        return None
-    a = np.asarray(labels)
-    if a.shape != (n,) or a.dtype.kind not in "iu":
-        raise ValueError(f"{where}: labels must be {n} integers (one per example), got {a.dtype} of shape {a.shape}")
-    return torch.from_numpy(a.astype(np.int64))
 
 
 def split_indices(n: int, *, seed: int, fraction: float, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -114,22 +116,24 @@ def load_data(spec, *, seed: int = 0, heldout_fraction: float = 0.1, heldout_las
         heldout_fraction: in [0, 1).
         heldout_last: if set, the last ``heldout_last`` examples (file order) are held out instead.
         scaling: reuse this scaling (e.g. a trained run's) instead of fitting one.
-        labels: class indices (N,) of the examples (integers in 0..K-1), split with them into
-            ``train_labels`` and ``heldout_labels``; None (the default) for unlabelled data.
-        label_names: the K class names, or None.
+        labels: class labels (N,) of the examples (integers 0..K-1 or strings, ``dgm.data.labels``), split
+            with them into ``train_labels`` and ``heldout_labels``; None (the default) takes the source's
+            labels: gmm2d's components, the digits, y of an .npz, MNIST's labels file, class folders.
+        label_names: the K class names (default: "0".."K-1" for integers, the sorted strings).
 
     Raises:
         ValueError naming the problem: unknown built-in, missing path, bad shape, dtype or values.
     """
     if not 0.0 <= heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
-    density, fixed = None, None
+    density, fixed, found, found_names = None, None, None, None
     if isinstance(spec, np.ndarray):
         name, raw = "array", spec
     elif str(spec) in BUILTINS:
         name = str(spec)
         source = builtin_set(name)
         raw, fixed, density = source.raw, source.scaling, source.density
+        found, found_names = source.labels, source.label_names
     else:
         path = Path(spec)
         if not path.exists():
@@ -137,10 +141,14 @@ def load_data(spec, *, seed: int = 0, heldout_fraction: float = 0.1, heldout_las
                 raise ValueError(f"no such file or folder: '{path}'")
             raise ValueError(f"unknown data set {str(spec)!r}; built-ins are {', '.join(BUILTINS)}, "
                              "or give a path to an .npy/.npz file, an MNIST IDX file or an image folder")
-        name, raw = path.name, read_path(path)
+        name = path.name
+        raw, found, found_names = read_path(path)
     where = name if isinstance(spec, np.ndarray) or name in BUILTINS else f"'{spec}'"
     kind, layout = check_array(raw, where) if fixed is None else (fixed.kind, fixed.layout)
-    labels = _as_labels(labels, len(raw), where)
+    if labels is None and found is not None:
+        labels, label_names = found, label_names or found_names
+    if labels is not None:
+        labels, label_names = encode_labels(labels, len(raw), where, label_names)
     train_idx, held_idx = split_indices(len(raw), seed=seed, fraction=heldout_fraction, last=heldout_last)
     if scaling is None:
         scaling = fixed or fit_scaling(raw, kind, layout, train_idx)

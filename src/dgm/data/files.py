@@ -1,8 +1,9 @@
-"""Reading data files into raw arrays, and checking them: ``.npy``/``.npz`` arrays, folders of images and
-MNIST IDX files (LeCun's format, gzipped or raw).
+"""Reading data files into raw arrays and their class labels, and checking them: ``.npy``/``.npz`` arrays,
+folders of images and MNIST IDX files (LeCun's format, gzipped or raw).
 
 A raw array is continuous vectors, float (N, D), or uint8 images (N, H, W), (N, C, H, W) or (N, H, W, C)
-with C in {1, 3}; ``check_array`` tells which (and the layout) or names what is wrong.
+with C in {1, 3}; ``check_array`` tells which (and the layout) or names what is wrong. Labels
+(``dgm.data.labels``): ``y`` in an ``.npz``, the labels file beside MNIST images, class subfolders.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "check_array", "read_idx", "read_image_folder", "read_path"]
+from dgm.data.labels import encode_labels, idx_labels_path
+
+__all__ = ["IMAGE_SUFFIXES", "check_array", "read_class_folders", "read_idx", "read_image_folder", "read_path"]
+
+Labelled = tuple[np.ndarray, Tensor | None, list[str] | None]  # (raw array, labels (N,) or None, class names)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 _IDX_NAME = re.compile(r"idx\d-ubyte(\.gz)?$")
@@ -51,29 +57,48 @@ def check_array(a: np.ndarray, where: str) -> tuple[str, str | None]:
                      "(N, C, H, W) or (N, H, W, C) with C in {1, 3}")
 
 
-def read_path(path: Path) -> np.ndarray:
-    """The raw array stored at ``path`` (a file or a folder of images)."""
+def read_path(path: Path) -> Labelled:
+    """The raw array stored at ``path`` (a file or a folder of images), with its class labels and names
+    where the source has them (else None, None)."""
     if path.is_dir():
-        return read_image_folder(path)
+        return read_class_folders(path)
     name = path.name.lower()
     if _IDX_NAME.search(name):
-        return read_idx(path)
+        return _read_idx_labelled(path)
     if not name.endswith((".npy", ".npz")):
         raise ValueError(f"unsupported data file '{path}': expected .npy, .npz, an MNIST IDX file "
                          "(*-idx3-ubyte[.gz]) or a folder of images")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
-            return loaded
+            return loaded, None, None
         with loaded:
             keys = list(loaded.files)
             if not keys:
                 raise ValueError(f"'{path}' holds no arrays")
-            return loaded["x" if "x" in keys else "data" if "data" in keys else keys[0]]
+            raw = loaded["x" if "x" in keys else "data" if "data" in keys else keys[0]]
+            y = loaded["y"] if "y" in keys and "x" in keys else None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read '{path}': {err}") from None
     except ValueError as err:  # e.g. an object array, which would need pickle
         raise ValueError(f"cannot read '{path}': {err}") from None
+    if y is None:
+        return raw, None, None
+    labels, names = encode_labels(y, len(raw), f"'{path}' (array y)")
+    return raw, labels, names
+
+
+def _read_idx_labelled(path: Path) -> Labelled:
+    """MNIST images and, when it lies beside them, their labels file (one uint8 class per image)."""
+    raw = read_idx(path)
+    found = idx_labels_path(path)
+    if found is None:
+        return raw, None, None
+    y = read_idx(found)
+    if y.ndim != 1 or len(y) != len(raw):
+        raise ValueError(f"labels file '{found}' holds {y.shape} values for the {len(raw)} images of '{path}'")
+    labels, names = encode_labels(y, len(raw), f"labels file '{found}'")
+    return raw, labels, names
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -101,11 +126,42 @@ def read_image_folder(folder: Path) -> np.ndarray:
 
     Alpha is dropped; if the folder mixes gray and colour images, the gray ones are repeated to RGB.
     """
-    from PIL import Image
-
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_files(folder)
     if not files:
         raise ValueError(f"folder '{folder}' holds no image files ({' '.join(IMAGE_SUFFIXES)})")
+    return _read_images(files, folder)
+
+
+def read_class_folders(folder: Path) -> Labelled:
+    """A folder of images, or of class folders of images: (images, labels, names).
+
+    Image files directly in ``folder`` make an unlabelled set (its subfolders are ignored). Without them,
+    every subfolder (not hidden) is a class named after it, in sorted order, and holds that class's images.
+    """
+    if _image_files(folder):
+        return read_image_folder(folder), None, None
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"folder '{folder}' holds no image files ({' '.join(IMAGE_SUFFIXES)}) and no class folders")
+    files, labels = [], []
+    for k, sub in enumerate(classes):
+        found = _image_files(sub)
+        if not found:
+            raise ValueError(f"class folder '{sub}' holds no image files ({' '.join(IMAGE_SUFFIXES)})")
+        files += found
+        labels += [k] * len(found)
+    names = [p.name for p in classes]
+    return _read_images(files, folder), encode_labels(np.array(labels), len(labels), f"'{folder}'", names)[0], names
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_images(files: list[Path], folder: Path) -> np.ndarray:
+    """The images ``files`` -> uint8 (N, C, H, W), as ``read_image_folder`` describes."""
+    from PIL import Image
+
     images = []
     for p in files:
         try:

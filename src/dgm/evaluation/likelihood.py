@@ -28,12 +28,14 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def evaluate_nll(model, data: torch.Tensor, *, scaling=None, batch_size: int = 256,
-                 generator: torch.Generator | None = None, variance: str | None = None) -> dict[str, float]:
+                 generator: torch.Generator | None = None, variance: str | None = None,
+                 labels: torch.Tensor | None = None) -> dict[str, float]:
     """Mean of ``model.evaluate`` over ``data`` (model space), batch by batch, with standard errors.
 
     With ``scaling`` the negative log-densities (``nll_nats``, ``elbo_nats``) are moved to data space
     (continuous data add ``scaling.log_abs_det()``), and ``bits_per_dim`` = nll_nats / (D ln 2) is added;
-    each key has its ``*_se``. ``variance`` (a DDPM's reverse variance for the bound) is passed on when given.
+    each key has its ``*_se``. ``variance`` (a DDPM's reverse variance for the bound) is passed on when given;
+    so are the class ``labels`` (N,) of a conditional model, batch by batch, as ``cond``.
     """
     if len(data) == 0:
         raise ValueError("cannot evaluate an empty data set")
@@ -41,7 +43,9 @@ def evaluate_nll(model, data: torch.Tensor, *, scaling=None, batch_size: int = 2
     device = next(model.parameters()).device
     kw = {} if variance is None else {"variance": variance}
     parts: dict[str, list[torch.Tensor]] = {}
-    for batch in data.split(batch_size):
+    for k, batch in enumerate(data.split(batch_size)):
+        if labels is not None:
+            kw["cond"] = labels[k * batch_size : k * batch_size + len(batch)].to(device)
         for key, value in model.evaluate(batch.to(device), generator=generator, **kw).items():
             parts.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float64).cpu().reshape(-1))
     result: dict[str, float] = {}
@@ -80,12 +84,14 @@ def estimate_analytic_variance(model, x_train: torch.Tensor, *, generator: torch
 
 
 def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Generator | None = None,
-                 divergence: str = "auto", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int = 1000) -> dict:
+                 divergence: str = "auto", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int = 1000,
+                 labels: torch.Tensor | None = None) -> dict:
     """The probability-flow ODE likelihood of a DDPM on ``data`` (``dgm.evaluation.ode.ode_nll``), in data
     space like :func:`evaluate_nll`: ``ode_nll_nats``, ``ode_bits_per_dim`` with their ``*_se`` over examples,
     ``ode_hutchinson_se`` (the probes' share of the error; 0 with the exact divergence), ``ode_nfe`` (drift
     evaluations, summed over batches), ``ode_divergence`` and ``ode_t_start``. For dequantized discrete data
-    it is the bound E_u[-log p(x0 + u)] - D log(2h) on -log P(x0), one draw of u per example (E37)."""
+    it is the bound E_u[-log p(x0 + u)] - D log(2h) on -log P(x0), one draw of u per example (E37). A
+    conditional model's class ``labels`` (N,) are passed as ``cond`` (the NLL of x given c)."""
     from dgm.evaluation.ode import ode_nll
 
     if not hasattr(model, "continuous_view"):
@@ -98,10 +104,12 @@ def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Ge
     model.eval()
     device = next(model.parameters()).device
     values, hutch_var, nfe, t_start = [], 0.0, 0, None
-    for batch in data.split(batch_size):
+    for k, batch in enumerate(data.split(batch_size)):
         y, offset = model.continuous_view(batch.to(device), generator)
+        cond = model.labels(None if labels is None else labels[k * batch_size : k * batch_size + len(batch)],
+                            len(batch), device=device)  # None: the null class of a conditional model
         nll, stats = ode_nll(model.denoiser, model.schedule, y, divergence=divergence, rtol=rtol, atol=atol,
-                             generator=generator, return_stats=True)
+                             generator=generator, return_stats=True, cond=cond)
         values.append(nll.cpu() + offset)
         hutch_var += (stats["hutchinson_se"] * len(batch)) ** 2  # se of a batch mean, back to a sum's variance
         nfe, t_start = nfe + stats["nfe"], stats["t_start"]
@@ -137,12 +145,14 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     :func:`evaluate_ode`'s keys) or "all" (both). ``variance`` overrides a DDPM's reverse variance in the
     bound ("fixed_small", "fixed_large", "analytic", "learned"); an analytic variance without a stored Gamma
     is estimated on the training data first (``gamma_examples``, ``gamma_seconds``).
-    ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. ``device``: where the
+    ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. A class-conditional
+    run is evaluated given the examples' true labels (``"labels": "true"``; matched to the run's classes by
+    name), or, for ``data`` without labels, with the null class (``"labels": "null class"``). ``device``: where the
     model runs ("auto": CUDA when available); seeded draws come from CPU generators, so a seed gives the same
     noise on every device.
     """
     from dgm.data import Scaling
-    from dgm.data.spec import load_run_data
+    from dgm.data.spec import labels_in, load_run_data
     from dgm.runs import checkpoint as ckpt
     from dgm.runs.device import resolve_device
     from dgm.runs.samples import sample_model
@@ -155,18 +165,25 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     scaling = Scaling.from_dict(config["scaling"])
     if variance is not None and not hasattr(model, "variance_for"):
         raise ValueError(f"--variance applies to a DDPM's bound; this run is a {model.kind}")
-    dataset = None
+    dataset, conditional = None, getattr(model, "conditional", False)
     if data is None:
         dataset = load_run_data(config["data"])
         x, density, name = dataset.heldout, dataset.density, "heldout"
+        labels = dataset.heldout_labels if conditional else None
     else:
-        x, density, name = load_in_scaling(data, scaling), None, data
+        given = load_in_scaling(data, scaling)
+        x, density, name = given.train, None, data
+        names = config["data"].get("label_names") or [str(k) for k in range(model.num_classes or 0)]
+        labels = labels_in(given, names, f"--data {data!r}") if conditional else None
     if tuple(x.shape[1:]) != tuple(scaling.shape):
         raise ValueError(f"--data {data!r} has examples of shape {tuple(x.shape[1:])}, the run was trained "
                          f"on {tuple(scaling.shape)}")
     examples = x if max_examples is None else x[:max_examples]
+    labels = None if labels is None else labels[: len(examples)]
     g = torch.Generator().manual_seed(seed)
     result = {"kind": model.kind, "data": name, "n_examples": len(examples)}
+    if conditional:
+        result["labels"] = "null class" if labels is None else "true"
     chosen = variance or getattr(model, "variance", None)
     if chosen == "analytic" and model.analytic is None:
         train = (dataset or load_run_data(config["data"])).train
@@ -176,10 +193,10 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     if chosen is not None:
         result["variance"] = chosen
     if likelihood in ("vlb", "all"):
-        result |= evaluate_nll(model, examples, scaling=scaling, generator=g, variance=variance)
+        result |= evaluate_nll(model, examples, scaling=scaling, generator=g, variance=variance, labels=labels)
     if likelihood in ("ode", "all"):
         result |= evaluate_ode(model, examples, scaling=scaling, generator=torch.Generator().manual_seed(seed),
-                               divergence=divergence, rtol=rtol, atol=atol)
+                               divergence=divergence, rtol=rtol, atol=atol, labels=labels)
     if density is not None:
         result["data_nll_nats"] = data_nll(density, examples, scaling)
     if metrics:
@@ -195,8 +212,9 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     return result
 
 
-def load_in_scaling(spec: str, scaling) -> torch.Tensor:
-    """Every example of the data set ``spec``, mapped to model space with a run's ``scaling``."""
+def load_in_scaling(spec: str, scaling):
+    """The data set ``spec`` mapped to model space with a run's ``scaling``: every example (and its label, if
+    any) in ``train``."""
     from dgm.data import load_data
 
-    return load_data(spec, seed=0, heldout_fraction=0.0, scaling=scaling).train
+    return load_data(spec, seed=0, heldout_fraction=0.0, scaling=scaling)

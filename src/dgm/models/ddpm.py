@@ -2,6 +2,8 @@
 
 The model works in model space (docs/ARCHITECTURE.md). ``model.denoiser(x_i, i, cond=None) -> eps_hat`` is
 the denoiser of shared/SPEC.md whatever the network predicts; losses, samplers and the bound take it.
+A class-conditional DDPM (``conditional``) learns eps(x_i, i, c) and, through label dropout, the unconditional
+eps(x_i, i) as the null class c = num_classes (classifier-free guidance training, Ho & Salimans 2022).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dgm.core.parameterization import PREDICTIONS, Denoiser
 from dgm.core.reverse import AnalyticVariance
 from dgm.core.schedule import Schedule
 from dgm.nets import build_net
+from dgm.nets.embeddings import LABEL_DROPOUT, check_class_options, drop_labels, model_labels
 from dgm.samplers import sample as run_sampler
 
 SCHEDULES = ("linear", "cosine")
@@ -45,15 +48,32 @@ class DDPM(nn.Module):
             the channels and trains with L_hybrid, Nichol & Dhariwal 2021) or "analytic" (Bao et al. 2022:
             Gamma_i estimated after training and set with ``set_analytic``; a run stores it beside its
             weights).
+        conditional: a class-conditional model p(x | c) over ``num_classes`` classes (the net gets a class
+            embedding with a null class at index ``num_classes``); ``loss``, ``sample`` and ``evaluate`` take
+            ``cond``, one label per example. Without labels, ``sample`` and ``evaluate`` use the null class, the
+            unconditional model p(x) that label dropout trained (an error when ``label_dropout`` = 0); ``loss``
+            needs them. An unconditional DDPM given labels raises ValueError.
+        num_classes: K, the data's classes (``complete_config`` fills it in from the data).
+        label_dropout: the probability that a training label is replaced by the null class, drawn from the
+            ``generator`` of ``loss`` in training mode (Ho & Salimans 2022).
     """
 
     kind = "ddpm"
-    CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels", "variance")
+    CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels", "variance", "conditional",
+                   "label_dropout")
 
     def __init__(self, *, data_shape, net: dict, schedule: str = "cosine", levels: int = 1000,
                  prediction: str = "eps", objective: str = "eps", weighting: str = "simple",
-                 bins: int | None = None, dequantize: bool = False, variance: str = "fixed_small"):
+                 bins: int | None = None, dequantize: bool = False, variance: str = "fixed_small",
+                 conditional: bool = False, num_classes: int | None = None, label_dropout: float = LABEL_DROPOUT):
         super().__init__()
+        check_class_options("DDPM", conditional, num_classes, label_dropout)
+        if conditional and isinstance(net, dict):  # the net takes the model's classes (build_net checks the rest)
+            if net.get("num_classes", num_classes) != num_classes:
+                raise ValueError(f"DDPM: the net's num_classes={net['num_classes']!r} differs from num_classes="
+                                 f"{num_classes!r}")
+            net = dict(net, num_classes=num_classes)
+        self.conditional, self.label_dropout = conditional, float(label_dropout)
         checks = (("schedule", schedule, SCHEDULES), ("prediction", prediction, PREDICTIONS),
                   ("objective", objective, OBJECTIVES), ("weighting", weighting, WEIGHTINGS),
                   ("variance", variance, MODEL_VARIANCES))
@@ -73,6 +93,8 @@ class DDPM(nn.Module):
         self.variance = variance
         self.denoiser = Denoiser(build_net(net), self.schedule, prediction, learn_variance=variance == "learned")
         self.analytic: AnalyticVariance | None = None  # Gamma of an "analytic" variance, once estimated
+        # the labels the net takes: a conditional model's classes, or those of a bare net built with num_classes
+        self.num_classes: int | None = self.net.config().get("num_classes")
 
     @property
     def net(self) -> nn.Module:
@@ -84,16 +106,30 @@ class DDPM(nn.Module):
         return {"kind": self.kind, "data_shape": list(self.data_shape), "net": self.net.config(),
                 "schedule": self.schedule_name, "levels": self.levels, "prediction": self.prediction,
                 "objective": self.objective, "weighting": self.weighting, "bins": self.bins,
-                "dequantize": self.dequantize} | ({} if self.variance == "fixed_small" else {"variance": self.variance})
+                "dequantize": self.dequantize} | self._options_not_at_default()
+
+    def _options_not_at_default(self) -> dict:
+        """The options config.json records only away from their defaults, so older files read the same."""
+        out = {} if self.variance == "fixed_small" else {"variance": self.variance}
+        if self.conditional:
+            out |= {"conditional": True, "num_classes": self.num_classes}
+        if self.label_dropout != LABEL_DROPOUT:
+            out["label_dropout"] = self.label_dropout
+        return out
 
     @classmethod
-    def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict:
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None, num_classes: int | None = None) -> dict:
         """A recipe's model config with the data-dependent fields filled in: data_shape, bins, the net's input
-        size (an MLP's dim, a UNet's channels and image size); continuous data are never dequantized."""
+        size (an MLP's dim, a UNet's channels and image size), and for a conditional model the data's
+        ``num_classes`` (ValueError without it); continuous data are never dequantized."""
         config = dict(config, kind=cls.kind, data_shape=list(shape), bins=bins)
         if bins is None:
             config["dequantize"] = False
         net = dict(config["net"])
+        if config.get("conditional"):
+            if num_classes is None:
+                raise ValueError("a conditional ddpm needs class labels in the data (num_classes)")
+            config["num_classes"] = net["num_classes"] = num_classes
         outputs = 2 if config.get("variance") == "learned" else 1  # a learned variance doubles the output
         if net["kind"] == "mlp":
             net["dim"] = math.prod(shape)
@@ -112,8 +148,14 @@ class DDPM(nn.Module):
 
     def describe(self) -> str:
         """One line: the net, the schedule and what the net predicts."""
+        classes = f", conditional on {self.num_classes} classes" if self.conditional else ""
         return (f"{self.net.config()['kind']} net, {self.schedule_name} schedule, L = {self.levels}, predicts "
-                f"{self.prediction}, objective {self.objective} ({self.weighting}), {self.variance} variance")
+                f"{self.prediction}, objective {self.objective} ({self.weighting}), {self.variance} variance{classes}")
+
+    def labels(self, cond, n: int, *, train: bool = False, device=None):
+        """``cond`` checked for this model (``dgm.nets.embeddings.model_labels``): LongTensor (n,) or None."""
+        return model_labels(cond, n, kind=self.kind, num_classes=self.num_classes, conditional=self.conditional,
+                            label_dropout=self.label_dropout, train=train, device=device)
 
     # ------------------------------------------------------------------ reverse variance
     def set_analytic(self, variance: AnalyticVariance | None) -> None:
@@ -168,7 +210,12 @@ class DDPM(nn.Module):
         return self.denoiser(x_i, i, cond)
 
     def loss(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None) -> tuple[Tensor, dict]:
-        """The weighted L_simple of ``objective`` on a batch in model space (EQUATIONS.md E33)."""
+        """The weighted L_simple of ``objective`` on a batch in model space (EQUATIONS.md E33); a conditional
+        model's labels ``cond`` (B,) are dropped to the null class with probability ``label_dropout`` in
+        training mode."""
+        cond = self.labels(cond, len(x0), train=True, device=x0.device)
+        if self.conditional and self.training:
+            cond = drop_labels(cond, self.label_dropout, self.num_classes, generator)
         if self.dequantize:
             x0 = self._dequantized(x0, generator)
         if self.variance == "learned":
@@ -183,10 +230,12 @@ class DDPM(nn.Module):
     def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str = "ancestral",
                steps: int | None = None, cond=None, **kw) -> Tensor:
         """n samples in model space with the named sampler and ``steps`` denoiser calls (``dgm.sample``'s
-        keywords pass through: ``grid``, ``variance``, ``eta``, ...); ``cond`` holds n labels or None.
+        keywords pass through: ``grid``, ``variance``, ``eta``, ...); ``cond`` holds n labels or None (a
+        conditional model's null class: the unconditional model).
 
         Discrete data (``bins``) clip x0_hat to [-1, 1] at every step.
         """
+        cond = self.labels(cond, n, device=next(self.parameters()).device)
         h = 1.0 / (self.bins - 1) if self.dequantize else 0.0
         clip = (-1.0 - h, 1.0 + h) if self.bins is not None else None
         kw.setdefault("clip", clip)
@@ -199,13 +248,16 @@ class DDPM(nn.Module):
     @torch.no_grad()
     def evaluate(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None,
                  variance: str | None = None) -> dict[str, Tensor]:
-        """{"nll_nats": the full variational bound per example (B,), nats in model space} (E34-E37).
+        """{"nll_nats": the full variational bound per example (B,), nats in model space} (E34-E37); for a
+        conditional model given labels ``cond`` (B,), a bound on -log p(x0 | c) (without them, on the null
+        class's -log p(x0)).
 
         ``variance`` names the reverse variance the bound uses (default: the model's; see ``variance_for``).
 
         With ``dequantize`` it is E_u[L_vb(x0 + u)] - D log(2h) (one draw of u), an upper bound on the
         discrete -log P(x0) since P(x0) = (2h)^D E_u p(x0 + u).
         """
+        cond = self.labels(cond, len(x0), device=x0.device)
         if self.dequantize:
             y = self._dequantized(x0, generator)
             D = x0[0].numel()

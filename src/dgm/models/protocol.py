@@ -27,7 +27,8 @@ class GenerativeModel(Protocol):
 
     - ``kind``: its name in ``MODEL_KINDS``; ``CLI_OPTIONS``: the config keys that ``dgm train`` flags set;
     - ``config()``: JSON-able; ``build_model(config)`` rebuilds an untrained copy;
-      ``complete_config(config, shape, bins)`` (a classmethod) fills in a recipe's data-dependent fields;
+      ``complete_config(config, shape, bins, num_classes=None)`` (a classmethod) fills in a recipe's
+      data-dependent fields (``num_classes``: the data's classes, needed by a conditional config);
     - ``loss(x0, *, generator=None, cond=None) -> (scalar, dict of floats for the log)``: the training
       objective on a batch in model space;
     - ``sample(n, *, generator=None, cond=None, **kw) -> (n, *data_shape)`` in model space;
@@ -36,16 +37,23 @@ class GenerativeModel(Protocol):
     - ``describe() -> str``: one line for a report; ``quick_sampling() -> (sampler keywords, label)``: how
       to draw good samples fast (a DDPM's few-step solver, a VAE's decoder means).
 
-    ``cond`` carries class labels (LongTensor (B,)) for class-conditional models; None is unconditional.
+    ``cond`` carries class labels (LongTensor (B,), values 0..K-1, or K for the null class) for
+    class-conditional models (``conditional`` true: DDPM and VAE with the ``conditional`` option). Such a
+    model trains on labels (``fit`` passes each batch's; ``loss`` without them is a ValueError), drops them
+    to the null class with probability ``label_dropout`` in training, and reads None in ``sample`` and
+    ``evaluate`` as the null class, the unconditional model (a ValueError when ``label_dropout`` = 0). An
+    unconditional model given labels raises ValueError.
     """
 
     kind: str
     CLI_OPTIONS: tuple[str, ...]
+    conditional: bool
 
     def config(self) -> dict: ...
 
     @classmethod
-    def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict: ...
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None,
+                        num_classes: int | None = None) -> dict: ...
 
     def loss(self, x0: Tensor, *, generator: torch.Generator | None = None, cond=None) -> tuple[Tensor, dict]: ...
 

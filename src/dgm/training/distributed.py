@@ -2,7 +2,8 @@
 
 One process runs a plain loop. Under ``accelerate launch`` or torchrun (``WORLD_SIZE > 1``) every process
 trains on its own shard of each epoch's permutation, the gradients are averaged with one all-reduce per
-step (so the global batch is ``batch_size * processes``), and only rank 0 writes files.
+step (so the global batch is ``batch_size * processes``), and only rank 0 writes files. Class labels
+travel with their examples (``shard_batch``).
 ``write_rank_digests`` is the debugging check that the processes stayed in step.
 """
 
@@ -15,7 +16,7 @@ import sys
 
 import torch
 
-__all__ = ["ProcessGroup", "batch_indices", "shard_batches", "write_rank_digests"]
+__all__ = ["ProcessGroup", "batch_indices", "shard_batch", "shard_batches", "write_rank_digests"]
 
 
 class ProcessGroup:
@@ -93,6 +94,15 @@ def batch_indices(step: int, *, n: int, per_rank: int, batch: int, seed: int, ra
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     mine = perm[rank * per_rank : (rank + 1) * per_rank]
     return mine[k * batch : (k + 1) * batch]
+
+
+def shard_batch(step: int, x: torch.Tensor, labels: torch.Tensor | None, *, per_rank: int, batch: int, seed: int,
+                rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(examples, labels) of process ``rank``'s batch at ``step`` (``batch_indices`` over the ``len(x)``
+    examples): the same indices pick both, so every label stays with its example; labels None stay None."""
+    idx = batch_indices(step, n=len(x), per_rank=per_rank, batch=batch, seed=seed, rank=rank, world=world)
+    idx = idx.to(x.device)
+    return x[idx], None if labels is None else labels[idx.to(labels.device)]
 
 
 def write_rank_digests(prefix: str, rank: int, modules: dict[str, torch.nn.Module]) -> None:

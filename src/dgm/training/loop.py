@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dgm.data.spec import with_labels
 from dgm.runs.checkpoint import get_rng_state, prepare_run_dir, restore_checkpoint, save_checkpoint, set_rng_state
 from dgm.runs.device import resolve_device
 from dgm.runs.log import LogWriter, truncate_log
 from dgm.training.config import TrainConfig, learning_rate
-from dgm.training.distributed import ProcessGroup, batch_indices, shard_batches, write_rank_digests
+from dgm.training.distributed import ProcessGroup, shard_batch, shard_batches, write_rank_digests
 
 __all__ = ["FitResult", "ema_update", "fit", "step_generator"]
 
@@ -63,13 +64,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def _check_model_fits_data(model: torch.nn.Module, x: torch.Tensor) -> None:
+def _check_model_fits_data(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> None:
     """One loss evaluation on two examples (eval mode, own generator), so a model that does not fit the
     data fails before anything is written."""
     was_training = model.training
     model.eval()
     try:
-        model.loss(x[:2], generator=torch.Generator().manual_seed(0))
+        labelled = {} if labels is None else {"cond": labels[:2]}
+        model.loss(x[:2], generator=torch.Generator().manual_seed(0), **labelled)
     except (RuntimeError, ValueError) as err:
         msg = " ".join(str(err).split())
         raise ValueError(f"the {model.kind} model does not fit data of shape {tuple(x.shape[1:])}: {msg}") from None
@@ -114,17 +116,20 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
     equal to the digests of rank 0's model.safetensors.
     """
     cfg, out, group = train_config, Path(out), ProcessGroup(resolve_device(device))
+    conditional = getattr(model, "conditional", False)  # a class-conditional model trains on the data's labels
+    spec = data_spec or {"spec": data.name}
     run_config = {
         "model": model.config(),
-        "data": data_spec or {"spec": data.name},
+        "data": with_labels(spec, data) if conditional else spec,
         "scaling": data.scaling.to_dict(),
         "train": dataclasses.asdict(cfg),
     }
     prepare_run_dir(out, run_config, resume=resume, write=False)  # every rank checks before rank 0 writes
     model.to(group.device)
     x = data.train.to(group.device)
+    labels = data.train_labels.to(group.device) if conditional else None
     per_rank, batch = shard_batches(len(x), cfg.batch_size, group)
-    _check_model_fits_data(model, x)
+    _check_model_fits_data(model, x, labels)
     group.barrier()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -144,7 +149,7 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             truncate_log(out, step)
         else:
             _save(out, model, ema, optimizer, step, scaler)
-    where = dict(n=len(x), per_rank=per_rank, batch=batch, seed=cfg.seed, rank=group.rank, world=group.world)
+    where = dict(per_rank=per_rank, batch=batch, seed=cfg.seed, rank=group.rank, world=group.world)
     bar = tqdm(total=cfg.steps, initial=step, file=sys.stderr, disable=not (progress and group.main),
                dynamic_ncols=True, desc=f"train {model.kind}")
     t0 = last_t = time.monotonic()
@@ -159,10 +164,11 @@ def fit(model: torch.nn.Module, data, out: Path, *, train_config: TrainConfig, r
             lr = learning_rate(cfg, step)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            xb = x[batch_indices(step, **where).to(group.device)]
+            xb, yb = shard_batch(step, x, labels, **where)
             with torch.autocast(group.device.type, dtype=AUTOCAST.get(cfg.mixed_precision),
                                 enabled=cfg.mixed_precision in AUTOCAST):
-                loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, group.rank, step))
+                labelled = {} if yb is None else {"cond": yb}  # labels only for a conditional model
+                loss, numbers = model.loss(xb, generator=step_generator(cfg.seed, group.rank, step), **labelled)
             loss = loss.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller --lr")

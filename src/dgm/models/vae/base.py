@@ -5,7 +5,11 @@ Conventions (EQUATIONS.md section 3):
 - data live in model space, roughly [-1, 1]; one example has shape `data_shape`, D = prod(data_shape);
 - a Gaussian is carried as `(mean, log_std)`; densities and KLs are summed over the trailing dims and
   returned per example, in nats;
-- the decoder likelihood p(x|z) is one of `dgm.models.vae.likelihoods.DECODERS`.
+- the decoder likelihood p(x|z) is one of `dgm.models.vae.likelihoods.DECODERS`;
+- a conditional model (the VAE's `conditional`, Sohn et al. 2015) takes class labels `cond` (B,) in
+  `loss`, `sample` and `evaluate` and passes them to `_elbo_terms`, `_log_weights` and `_decode_prior`;
+  its bounds are then on -log p(x | c). Without labels, `sample` and `evaluate` use the null class, the
+  unconditional model that label dropout trained (`dgm.nets.embeddings.model_labels`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from dgm.core import rng
 from dgm.models.vae.likelihoods import DECODERS, DecoderLikelihood
 from dgm.nets.coders import ARCHS
+from dgm.nets.embeddings import LABEL_DROPOUT, drop_labels, model_labels
 
 __all__ = ["LatentVariableModel", "check_common", "check_positive_int", "dynamic_binarize"]
 
@@ -81,10 +86,11 @@ class LatentVariableModel(nn.Module):
     """What VAE and HVAE share: the decoder likelihood, the beta / KL warm-up weight, the training loss
     (E10), ancestral sampling and the IWAE evaluation (E13). Subclasses implement
 
-    - `_elbo_terms(x, generator) -> (recon (B,), [kl_1 (B,), ..., kl_L (B,)])`: a one-sample estimate of
-      E_q log p(x|z) and the per-layer KLs (analytic given the sampled upper layers);
-    - `_log_weights(x, k, generator) -> (k, B)`: log p(x, z_k) - log q(z_k|x) for k draws z_k ~ q(z|x);
-    - `_decode_prior(n, generator) -> (n, *data_shape)`: the decoder output for n draws from the prior.
+    - `_elbo_terms(x, generator, cond) -> (recon (B,), [kl_1 (B,), ..., kl_L (B,)])`: a one-sample estimate
+      of E_q log p(x|z) and the per-layer KLs (analytic given the sampled upper layers);
+    - `_log_weights(x, k, generator, cond) -> (k, B)`: log p(x, z_k) - log q(z_k|x) for k draws z_k ~ q(z|x);
+    - `_decode_prior(n, generator, cond) -> (n, *data_shape)`: the decoder output for n draws from the prior.
+    `cond` is the checked labels (B,) of a conditional model, else None.
 
     KL warm-up: the KL weight at training step t is beta * min(1, t / kl_warmup_steps) (beta when
     kl_warmup_steps = 0). t is the `step` argument of `loss` when given, else the persistent buffer
@@ -93,22 +99,36 @@ class LatentVariableModel(nn.Module):
     """
 
     kind: str
-    CLI_OPTIONS: tuple[str, ...] = ()  # no `dgm train` flag sets a VAE option; use --config
+    CLI_OPTIONS: tuple[str, ...] = ()  # the `dgm train` flags that set an option (other options: --config)
+    conditional: bool = False  # a class-conditional model sets these three
+    num_classes: int | None = None
+    label_dropout: float = LABEL_DROPOUT
 
     @classmethod
-    def complete_config(cls, config: dict, shape: list[int], bins: int | None) -> dict:
-        """A recipe's model config with the data-dependent fields filled in: data_shape and bins; continuous
-        data take the Gaussian decoder where the recipe names the discretized one."""
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None, num_classes: int | None = None) -> dict:
+        """A recipe's model config with the data-dependent fields filled in: data_shape, bins and for a
+        conditional model the data's ``num_classes`` (ValueError without it); continuous data take the
+        Gaussian decoder where the recipe names the discretized one."""
         config = dict(config, kind=cls.kind, data_shape=list(shape), bins=bins)
         if bins is None and config.get("decoder") == "discretized":
             config["decoder"] = "gaussian"
+        if config.get("conditional"):
+            if num_classes is None:
+                raise ValueError(f"a conditional {cls.kind} needs class labels in the data (num_classes)")
+            config["num_classes"] = num_classes
         return config
 
     def describe(self) -> str:
         """One line: the encoder/decoder nets, the latents and the decoder likelihood."""
         cfg = self.config()
         latent = cfg.get("latent_dim", cfg.get("latent_dims"))
-        return f"{cfg['arch']} encoder/decoder, latent {latent}, {cfg['decoder']} decoder"
+        classes = f", conditional on {self.num_classes} classes" if self.conditional else ""
+        return f"{cfg['arch']} encoder/decoder, latent {latent}, {cfg['decoder']} decoder{classes}"
+
+    def labels(self, cond, n: int, *, train: bool = False, device=None):
+        """``cond`` checked for this model (``dgm.nets.embeddings.model_labels``): LongTensor (n,) or None."""
+        return model_labels(cond, n, kind=self.kind, num_classes=self.num_classes, conditional=self.conditional,
+                            label_dropout=self.label_dropout, train=train, device=device)
 
     def quick_sampling(self) -> tuple[dict, str]:
         """The decoder means of prior draws (the usual VAE picture)."""
@@ -137,15 +157,19 @@ class LatentVariableModel(nn.Module):
         Logs (floats): `loss`; `rate` = KL / D and `distortion` = -recon / D (nats per data dim);
         `elbo_nats` = the negative ELBO in nats per example (as in `evaluate`); `kl_weight`; and for more
         than one stochastic layer `kl_1`, `kl_2`, ... in nats per example (1 = the layer next to x).
+        A conditional model's labels `cond` (B,) are dropped to the null class with probability
+        `label_dropout` in training mode (drawn from `generator`).
         """
-        _no_labels(self.kind, cond)
+        cond = self.labels(cond, len(x0), train=True, device=x0.device)
+        if self.conditional and self.training:
+            cond = drop_labels(cond, self.label_dropout, self.num_classes, generator)
         if step is None:
             step = int(self.kl_step)
             if self.training:
                 self.kl_step += 1
         if self._cfg.get("binarize"):
             x0 = dynamic_binarize(x0, generator)
-        recon, kls = self._elbo_terms(x0, generator)
+        recon, kls = self._elbo_terms(x0, generator, cond)
         kl = torch.stack(kls).sum(0)
         w = self.kl_weight(step)
         loss = (w * kl - recon).mean() / self.D
@@ -161,12 +185,13 @@ class LatentVariableModel(nn.Module):
                steps=None, cond=None) -> torch.Tensor:
         """n samples in model space, (n, *data_shape): z from the prior, then the decoder mean E[x|z]
         (noise=False, the usual VAE picture) or a draw from p(x|z) (noise=True, a sample of the model
-        p(x)). A VAE has no sampler or steps: passing either raises ValueError."""
-        _no_labels(self.kind, cond)
+        p(x)); a conditional model's from p(x | c) for n labels `cond` (None: the null class). A VAE has no
+        sampler or steps: passing either raises ValueError."""
+        cond = self.labels(cond, n, device=next(self.parameters()).device)
         if sampler is not None or steps is not None:
             raise ValueError(f"a {self.kind} samples by decoding prior draws; got sampler={sampler!r}, "
                              f"steps={steps!r}")
-        out = self._decode_prior(check_positive_int("n", n), generator)
+        out = self._decode_prior(check_positive_int("n", n), generator, cond)
         return self.likelihood.sample(out, generator) if noise else self.likelihood.mean(out)
 
     @torch.no_grad()
@@ -181,19 +206,22 @@ class LatentVariableModel(nn.Module):
         - `elbo_nats` = -(1/K) sum_k log w_k, the negative ELBO (E9) estimated with the same draws, so
           `nll_nats <= elbo_nats` holds for every example (Jensen).
 
-        The K draws are taken in chunks, at most `max_rows` decoder rows at a time (examples x draws).
+        The K draws are taken in chunks, at most `max_rows` decoder rows at a time (examples x draws). With
+        labels `cond` (B,) a conditional model's bounds are on -log p(x | c) (without them, the null class's).
         """
-        _no_labels(self.kind, cond)
+        cond = self.labels(cond, len(x0), device=x0.device)
         k = check_positive_int("k", k)
         k_chunk = min(k, check_positive_int("max_rows", max_rows))
         if self._cfg.get("binarize"):
             x0 = dynamic_binarize(x0, generator)  # one binarization per call: seed the generator to fix it
         nll, elbo = [], []
-        for xb in x0.split(max(1, max_rows // k_chunk)):
+        rows = max(1, max_rows // k_chunk)
+        for b, xb in enumerate(x0.split(rows)):
+            cb = None if cond is None else cond[b * rows : b * rows + len(xb)]
             lse = torch.full(xb.shape[:1], -math.inf, dtype=xb.dtype, device=xb.device)
             total = torch.zeros_like(lse)
             for start in range(0, k, k_chunk):
-                log_w = self._log_weights(xb, min(k_chunk, k - start), generator)  # (k_chunk, b)
+                log_w = self._log_weights(xb, min(k_chunk, k - start), generator, cb)  # (k_chunk, b)
                 lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
                 total = total + log_w.sum(0)
             nll.append(math.log(k) - lse)
@@ -202,8 +230,3 @@ class LatentVariableModel(nn.Module):
 
     def _common_config(self) -> dict:
         return {key: (list(v) if isinstance(v, list) else v) for key, v in self._cfg.items()}
-
-
-def _no_labels(kind: str, cond) -> None:
-    if cond is not None:
-        raise ValueError(f"this {kind} is unconditional: it takes no class labels")

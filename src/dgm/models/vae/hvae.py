@@ -37,15 +37,19 @@ class HVAE(LatentVariableModel):
     """A ladder VAE with `latent_dims` = (m_1, ..., m_L), L >= 2, m_1 next to x; model protocol of
     docs/ARCHITECTURE.md. Other config fields as `dgm.VAE` (`data_shape`, `arch`, `hidden`, `decoder`,
     `decoder_std`, `bins`, `beta`, `kl_warmup_steps`); the ladder MLPs are `hidden[-1]` wide.
-    `loss` logs `kl_1` ... `kl_L` (nats per example)."""
+    `loss` logs `kl_1` ... `kl_L` (nats per example). It is unconditional: `conditional=True` is refused
+    (class conditioning is built for the DDPM and the VAE)."""
 
     kind = "hvae"
 
     def __init__(self, data_shape: Sequence[int], latent_dims: Sequence[int] = (16, 8), arch: str = "mlp",
                  hidden: Sequence[int] | int = (256, 256), decoder: str = "gaussian",
                  decoder_std: float | str = "learned", bins: int | None = None, beta: float = 1.0,
-                 kl_warmup_steps: int = 0, binarize: bool = False):
+                 kl_warmup_steps: int = 0, binarize: bool = False, conditional: bool = False):
         super().__init__()
+        if conditional is not False:
+            raise ValueError(f"HVAE: conditional={conditional!r}, but the hvae is unconditional; class conditioning "
+                             "is built for the ddpm and the vae")
         cfg = check_common(data_shape, arch, hidden, decoder, decoder_std, bins, beta, kl_warmup_steps,
                            binarize)
         if isinstance(latent_dims, str) or not isinstance(latent_dims, Sequence) or len(latent_dims) < 2:
@@ -60,6 +64,14 @@ class HVAE(LatentVariableModel):
         self.down = nn.ModuleList(mlp([self.latent_dims[i + 1], w, w, 2 * self.latent_dims[i]])
                                   for i in range(len(self.latent_dims) - 1))
         self.decoder_net = build_decoder_net(arch, self.latent_dims[0], self.data_shape, cfg["hidden"])
+
+    @classmethod
+    def complete_config(cls, config: dict, shape: list[int], bins: int | None, num_classes: int | None = None) -> dict:
+        """As `LatentVariableModel.complete_config`; a conditional config is refused (see the class docstring)."""
+        if config.get("conditional"):
+            raise ValueError("the hvae is unconditional; class conditioning (--conditional) is built for the ddpm "
+                             "and the vae")
+        return super().complete_config(config, shape, bins)
 
     def config(self) -> dict:
         """JSON-able config; `HVAE(**{k: v for k, v in config.items() if k != "kind"})` rebuilds it."""
@@ -98,14 +110,14 @@ class HVAE(LatentVariableModel):
         """(n, B, m_1) -> decoder output (n, B, *data_shape)."""
         return self.decoder_net(z1.flatten(0, 1)).unflatten(0, z1.shape[:2])
 
-    def _elbo_terms(self, x, generator):
+    def _elbo_terms(self, x, generator, cond=None):  # cond is always None: the hvae is unconditional
         """One joint draw: log p(x|z_1) and per layer KL(q(z_l|z_{l+1},x) || p(z_l|z_{l+1})), each (B,)."""
         layers = self.top_down(x, 1, generator)
         recon = self.likelihood.log_prob(x, self._decoder_out(layers[0]["z"]))[0]
         kls = [normal_kl_from_log_std(*layer["q"], *layer["p"]).sum(-1)[0] for layer in layers]
         return recon, kls
 
-    def _log_weights(self, x, k, generator):
+    def _log_weights(self, x, k, generator, cond=None):
         """log p(x|z_1) + sum_l [log p(z_l|z_{l+1}) - log q(z_l|z_{l+1},x)], k joint draws (E13): (k, B)."""
         layers = self.top_down(x, k, generator)
         log_w = self.likelihood.log_prob(x, self._decoder_out(layers[0]["z"]))
@@ -114,7 +126,7 @@ class HVAE(LatentVariableModel):
             log_w = log_w + (log_p - normal_log_prob_from_log_std(layer["z"], *layer["q"])).sum(-1)
         return log_w
 
-    def _decode_prior(self, n, generator):
+    def _decode_prior(self, n, generator, cond=None):
         p = next(self.parameters())
         z = rng.randn(n, self.latent_dims[-1], generator=generator, device=p.device, dtype=p.dtype)
         for l in range(len(self.latent_dims) - 2, -1, -1):
