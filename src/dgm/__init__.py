@@ -5,6 +5,7 @@ The public API of shared/SPEC.md. Levels i = 0..L, level 0 is the data; beta_i i
 
 from dgm.core.bound import bits_per_dim, vlb
 from dgm.core.forward import prior_kl, q_sample, q_step
+from dgm.core.guidance import class_denoiser, class_eps_star, class_mixture, guided_eps_star, sample_tilted
 from dgm.core.losses import loss_ddpm, loss_simple
 from dgm.core.oracle import GaussianMixture
 from dgm.core.parameterization import (
@@ -13,6 +14,7 @@ from dgm.core.parameterization import (
     eps_to_score,
     eps_to_v,
     eps_to_x0,
+    guided_denoiser,
     v_to_eps,
     v_to_x0,
     x0_to_eps,
@@ -39,6 +41,7 @@ __all__ = [
     "v_to_x0",
     "eps_to_score",
     "Denoiser",
+    "guided_denoiser",
     "loss_simple",
     "loss_ddpm",
     "vlb",
@@ -48,6 +51,11 @@ __all__ = [
     "ddim_step",
     "SAMPLERS",
     "GaussianMixture",
+    "class_mixture",
+    "class_eps_star",
+    "class_denoiser",
+    "guided_eps_star",
+    "sample_tilted",
     "optimal_decoder",
     "blur_floor",
 ]

@@ -53,7 +53,7 @@ def small_run():
 def test_every_check_passes_small(small_run):
     table = format_table(small_run)
     checks = [r for r in small_run if r.section == CHECKS]
-    assert len(checks) == 21 and all(r.passed for r in checks), table
+    assert len(checks) == 28 and all(r.passed for r in checks), table
     errata = [r for r in small_run if r.section == ERRATA]
     assert {r.key for r in errata} == ERRATA_KEYS and all(r.passed for r in errata), table
 

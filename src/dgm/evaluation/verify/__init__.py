@@ -15,7 +15,8 @@ Two sections:
 Modules: ``rows`` (Row, Z and N_STATS, the round-off tolerance, the row builders, the demo mixture),
 ``kernels`` (forward process, posterior, reverse kernel, E23, eps*, the mean), ``losses`` (losses, bound,
 VAE blur), ``samplers`` (samplers at eps*, their measured bias), ``likelihood`` (Gamma, div eps*, the ODE NLL,
-the analytic bound), ``table`` (run_checks, format_table).
+the analytic bound), ``conditioning`` (class eps*, CFG against the tilted target, condition against Bayes' rule),
+``table`` (run_checks, format_table).
 """
 
 from dgm.evaluation.verify.rows import CHECKS, ERRATA, FALSE_ALARM, N_STATS, Row, Z, demo_mixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from dgm.evaluation.verify.conditioning import check_class_eps_star, check_condition, check_guidance
 from dgm.evaluation.verify.kernels import (
     check_eps_star,
     check_forward,
@@ -23,7 +24,8 @@ __all__ = ["format_table", "run_checks"]
 
 def run_checks(*, n: int = 20_000, levels: int = 1000, seed: int = 0, progress=None) -> list[Row]:
     """Run every check; ``n`` Monte Carlo draws per check (>= 100; the likelihood rows cap theirs, see
-    ``dgm.evaluation.verify.likelihood``), ``levels`` L of the sampler checks (10..100000). ``progress(rows)``,
+    ``dgm.evaluation.verify.likelihood``; the CFG rows use their own number, see
+    ``dgm.evaluation.verify.conditioning``), ``levels`` L of the sampler checks (10..100000). ``progress(rows)``,
     if given, is called with the rows so far after each group of checks."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 100:
         raise ValueError(f"n (Monte Carlo draws per check) must be an integer >= 100, got {n!r}")
@@ -46,6 +48,9 @@ def run_checks(*, n: int = 20_000, levels: int = 1000, seed: int = 0, progress=N
         lambda: check_eps_star_divergence(gm, g),
         lambda: check_ode(gm, g, n),
         lambda: check_analytic_bound(gm, g, n),
+        lambda: check_class_eps_star(gm, g, n),
+        lambda: check_guidance(g),
+        lambda: check_condition(g),
     ]
     for fn in steps:
         rows.extend(fn())
