@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from dgm.core import rng
 from dgm.core.bound import vlb
 from dgm.core.losses import OBJECTIVES, WEIGHTINGS, loss_hybrid, loss_simple
-from dgm.core.parameterization import PREDICTIONS, Denoiser
+from dgm.core.parameterization import PREDICTIONS, Denoiser, guided_denoiser
 from dgm.core.reverse import AnalyticVariance
 from dgm.core.schedule import Schedule
 from dgm.nets import build_net
@@ -228,10 +228,12 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str = "ancestral",
-               steps: int | None = None, cond=None, **kw) -> Tensor:
+               steps: int | None = None, cond=None, guidance: float = 0.0, **kw) -> Tensor:
         """n samples in model space with the named sampler and ``steps`` denoiser calls (``dgm.sample``'s
-        keywords pass through: ``grid``, ``variance``, ``eta``, ...); ``cond`` holds n labels or None (a
-        conditional model's null class: the unconditional model).
+        keywords pass through: ``grid``, ``variance``, ``eta``, ...); ``cond`` holds n labels, one int class for
+        all, or None (a conditional model's null class: the unconditional model). ``guidance`` w >= 0 samples
+        with classifier-free guidance, (1 + w) eps(x, c) - w eps(x, null) (Ho & Salimans 2022; diffusers'
+        guidance_scale = 1 + w; ``dgm.core.parameterization.guided_denoiser``), with any sampler.
 
         Discrete data (``bins``) clip x0_hat to [-1, 1] at every step.
         """
@@ -242,7 +244,15 @@ class DDPM(nn.Module):
         kw.setdefault("device", next(self.parameters()).device)
         if sampler == "ancestral":
             kw["variance"] = self.variance_for(kw.get("variance"))
-        return run_sampler(self.denoiser, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
+        eps_fn = self.denoiser
+        if guidance != 0:
+            if not self.conditional:
+                raise ValueError(f"guidance {guidance!r} needs a class-conditional model (train with --conditional)")
+            if cond is None:
+                raise ValueError(f"guidance {guidance!r} needs class labels (the null class is the unconditional "
+                                 "model, which guidance would leave unchanged)")
+            eps_fn = guided_denoiser(self.denoiser, guidance, self.num_classes)
+        return run_sampler(eps_fn, self.schedule, (n, *self.data_shape), sampler=sampler, steps=steps,
                            generator=generator, cond=cond, **kw)
 
     @torch.no_grad()

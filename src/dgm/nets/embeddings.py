@@ -108,13 +108,16 @@ def check_class_options(kind: str, conditional, num_classes, label_dropout) -> N
 
 def model_labels(cond, batch: int, *, kind: str, num_classes: int | None, conditional: bool,
                  label_dropout: float, train: bool, device=None) -> Tensor | None:
-    """The labels a model passes to its net, checked: a LongTensor (batch,) or None (the null class).
+    """The labels a model passes to its net, checked: a LongTensor (batch,) or None (the null class). An int
+    ``cond`` is one class for every example of the batch.
 
     ``num_classes`` is None for a net without a class embedding: labels are then an error. A conditional
     model trains on labels (``train``: None is an error); elsewhere None means the null class, the
     unconditional model that label dropout trained, so a conditional model trained with ``label_dropout``
     = 0 needs labels there too.
     """
+    if isinstance(cond, int) and not isinstance(cond, bool):  # one class for the whole batch
+        cond = torch.full((batch,), cond, dtype=torch.long)
     if num_classes is None:
         if cond is not None:
             raise ValueError(f"this {kind} is unconditional: it takes no class labels (train it with --conditional)")
