@@ -108,14 +108,38 @@ def test_missing_and_foreign_config(tmp_path):
 def test_prepare_run_dir_refuses_to_overwrite(tmp_path):
     run = {"model": {"kind": "ddpm", "levels": 5}, "train": {"steps": 10, "lr": 1e-3}}
     ckpt.prepare_run_dir(tmp_path / "r", run, resume=False, write=True)
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint to resume .*without --resume"):
+        ckpt.prepare_run_dir(tmp_path / "r", run, resume=True, write=True)
+    (tmp_path / "r" / ckpt.WEIGHTS).write_bytes(b"a checkpoint")
     before = (tmp_path / "r" / ckpt.CONFIG).read_bytes()
     with pytest.raises(ckpt.CheckpointError, match="already holds this run; pass --resume"):
         ckpt.prepare_run_dir(tmp_path / "r", run | {"train": {"steps": 20, "lr": 1e-3}}, resume=False, write=True)
     with pytest.raises(ckpt.CheckpointError, match=r"different run \(train.lr: 0.001 -> 0.002\)"):
         ckpt.prepare_run_dir(tmp_path / "r", run | {"train": {"steps": 10, "lr": 2e-3}}, resume=False, write=True)
-    with pytest.raises(ckpt.CheckpointError, match="no checkpoint to resume"):
-        ckpt.prepare_run_dir(tmp_path / "r", run, resume=True, write=True)
     assert (tmp_path / "r" / ckpt.CONFIG).read_bytes() == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
+    """Only config.json (a kill between writing it and the step-0 checkpoint): the same run may start again
+    without --resume (which has nothing to resume); another run may not. Catches the stuck state where
+    --resume says "no checkpoint" and a fresh start says "pass --resume"."""
+    run = {"model": {"kind": "ddpm", "levels": 5}, "train": {"steps": 10, "lr": 1e-3}}
+    ckpt.prepare_run_dir(tmp_path / "r", run, resume=False, write=True)
+    ckpt.prepare_run_dir(tmp_path / "r", run | {"train": {"steps": 20, "lr": 1e-3}}, resume=False, write=True)
+    assert ckpt.read_config(tmp_path / "r")["train"]["steps"] == 20
+    with pytest.raises(ckpt.CheckpointError, match="different run"):
+        ckpt.prepare_run_dir(tmp_path / "r", run | {"model": {"kind": "ddpm", "levels": 6}}, resume=False, write=True)
+
+
+def test_the_writer_removes_temporaries_left_by_a_kill(tmp_path):
+    """``.model.safetensors.tmp123`` (a write killed mid-way) is deleted when the run's writer starts; other
+    files stay. Catches a run directory that grows by one model per kill."""
+    run = {"model": {"kind": "ddpm", "levels": 5}, "train": {"steps": 10}}
+    ckpt.prepare_run_dir(tmp_path, run, resume=False, write=True)
+    for name in (".model.safetensors.tmp123", ".state.next.pt.tmp9", ".mine.tmp1", ".state.pt.tmpx", "notes"):
+        (tmp_path / name).write_bytes(b"x")
+    ckpt.prepare_run_dir(tmp_path, run, resume=False, write=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mine.tmp1", ".state.pt.tmpx", ckpt.CONFIG, "notes"]
 
 
 def _weights(module) -> dict:

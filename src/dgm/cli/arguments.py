@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DEVICE_HELP", "nonneg_int", "number", "positive_float", "positive_int", "probability", "unit_float"]
+__all__ = ["DEVICE_HELP", "nonneg_float", "nonneg_int", "number", "positive_float", "positive_int", "probability",
+           "unit_float"]
 
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu or cuda"
 
@@ -28,6 +29,7 @@ def number(convert, ok, rule: str):
 
 positive_int = number(int, lambda v: v >= 1, "a positive integer")
 nonneg_int = number(int, lambda v: v >= 0, "an integer >= 0")
+nonneg_float = number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 positive_float = number(float, lambda v: 0 < v < float("inf"), "a positive number")
 unit_float = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 probability = number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")

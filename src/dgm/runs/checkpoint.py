@@ -10,7 +10,13 @@ Layout of a run directory (docs/ARCHITECTURE.md):
 
 Every file is written to a temporary sibling and moved into place with ``os.replace``
 (``dgm.runs.atomic``), so a reader sees either the old file or the new one, never half of one;
-``save_checkpoint`` orders the writes so that a kill at any moment leaves a resumable run.
+``save_checkpoint`` orders the writes so that a kill at any moment leaves a resumable run, and a write that
+fails (a full disk, the file-size limit, a folder made read-only) leaves the last complete checkpoint.
+
+Reading is poison-proof: no pickle (safetensors, JSON, and ``torch.load(weights_only=True)``); a config.json,
+weights file or trainer state larger than the memory available, or a config that describes a model too large
+for it (``dgm.runs.budget``), is refused before it is read or built; names and shapes that do not match the
+config are a one-line ``CheckpointError``.
 """
 
 from __future__ import annotations
@@ -20,18 +26,21 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
-from dgm.runs.atomic import atomic_write, atomic_write_bytes
+from dgm.runs.atomic import atomic_write, atomic_write_bytes, fsync_folder, temporaries_of
+from dgm.runs.budget import check_model_budget
 from dgm.runs.log import LOG
+from dgm.runs.resources import ResourceError, require_memory
+from dgm.runs.rng_state import get_rng_state, set_rng_state  # noqa: F401 - re-exported (training/loop.py)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 STATE_NEXT = "state.next.pt"  # the state of a checkpoint being written (see save_checkpoint)
 FORMAT = "dgm"
+MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few KiB; a larger one is not a dgm config
 
 
 class CheckpointError(ValueError):
@@ -51,9 +60,11 @@ def read_config(run_dir: Path) -> dict:
         raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{str(run_dir)!r} is not a dgm run directory (no {CONFIG})")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{str(path)!r} is {path.stat().st_size:,} bytes, not a dgm config")
     try:
         config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{str(path)!r} is not a readable dgm config ({err})") from None
     if not isinstance(config, dict) or "model" not in config or "kind" not in config.get("model", {}):
         raise CheckpointError(f"{str(path)!r} is not a dgm config (no model.kind)")
@@ -67,28 +78,29 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], *, step: int, kin
     atomic_write_bytes(Path(path), st_save(tensors, metadata=metadata))
 
 
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load a dgm safetensors -> (tensors, metadata); a truncated or foreign file is a CheckpointError."""
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def load_weights(path: Path, prefix: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a dgm safetensors -> (tensors, metadata), only the tensors named ``prefix + "."...`` if given; a
+    truncated or foreign file is a CheckpointError, one larger than the available memory a ResourceError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}")
-    data = path.read_bytes()
+    require_memory(path.stat().st_size, f"the weights file {str(path)!r}")
     try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({msg})") from None
-    metadata = _read_metadata(data)
-    if metadata.get("format") != FORMAT or "step" not in metadata:
-        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a dgm checkpoint")
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            if metadata.get("format") != FORMAT or "step" not in metadata:
+                raise CheckpointError(f"{str(path)!r} is a safetensors file but not a dgm checkpoint")
+            names = [k for k in f.keys() if prefix is None or k.startswith(prefix + ".")]
+            tensors = {k: f.get_tensor(k) for k in names}
+    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({_first_line(err)})") from None
     return tensors, metadata
-
-
-def _read_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors byte string (8-byte little-endian header length + JSON)."""
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    return dict(header.get("__metadata__") or {})
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -101,11 +113,11 @@ def load_state(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no trainer state at {str(path)!r}")
+    require_memory(path.stat().st_size, f"the trainer state {str(path)!r}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad pickle/zip
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{str(path)!r} is truncated or not a dgm trainer state ({msg})") from None
+        raise CheckpointError(f"{str(path)!r} is truncated or not a dgm trainer state ({_first_line(err)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{str(path)!r} is not a dgm trainer state (no step)")
     return state
@@ -137,14 +149,22 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
     ``state``: the trainer state (optimizer, RNG, loss scale; tensors, numbers, lists and dicts only), saved
     with ``"step"``. The order: 1. state.next.pt, 2. model.safetensors (model and EMA weights, step),
     3. rename state.next.pt to state.pt, each file written atomically. Killed before 2, the old weights and
-    state.pt agree; between 2 and 3, the new weights and state.next.pt do (``restore_checkpoint``).
+    state.pt agree; between 2 and 3, the new weights and state.next.pt do (``restore_checkpoint``). A write
+    that fails (no space left, the file-size limit, no permission) raises a one-line CheckpointError and
+    leaves the last complete checkpoint as it was.
     """
     run_dir = Path(run_dir)
-    save_state(run_dir / STATE_NEXT, {**state, "step": step})
-    tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.state_dict().items()}
-    save_weights(run_dir / WEIGHTS, tensors, step=step, kind=model.kind)
-    os.replace(run_dir / STATE_NEXT, run_dir / STATE)
+    try:
+        save_state(run_dir / STATE_NEXT, {**state, "step": step})
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        tensors |= {f"ema.{k}": v.detach().cpu().clone() for k, v in ema.state_dict().items()}
+        save_weights(run_dir / WEIGHTS, tensors, step=step, kind=model.kind)
+        os.replace(run_dir / STATE_NEXT, run_dir / STATE)
+        fsync_folder(run_dir)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+        raise CheckpointError(f"could not write the checkpoint of step {step} to {str(run_dir)!r} ({reason}); "
+                              "the last complete checkpoint there is kept") from None
 
 
 def restore_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module) -> dict:
@@ -170,25 +190,42 @@ def restore_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Modu
     return state
 
 
+def build_checked(model_config: dict, where: str) -> torch.nn.Module:
+    """``build_model(model_config)`` after checking that the model fits in memory (``dgm.runs.budget``); an
+    invalid config is a one-line CheckpointError naming ``where``, a too large one a ResourceError.
+
+    Call it wherever a model is built from a config read from disk (``dgm train --resume`` too).
+    """
+    from dgm.models import build_model
+
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"{where!r} holds an invalid model config (not a table)")
+    try:
+        check_model_budget(model_config, where)
+        return build_model(model_config)
+    except (TypeError, KeyError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{where!r} holds an invalid model config ({_first_line(err)})") from None
+    except ValueError as err:
+        if isinstance(err, (CheckpointError, ResourceError)):
+            raise
+        raise CheckpointError(f"{where!r} holds an invalid model config ({_first_line(err)})") from None
+
+
 def load_model(run_dir: Path, *, ema: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a run directory and load its last checkpoint (EMA weights by default).
 
     Returns ``(model, config)`` with the model in eval mode.
     """
-    from dgm.models import build_model
-
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    try:
-        model = build_model(config["model"])
-    except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{str(run_dir / CONFIG)!r} holds an invalid model config ({err})") from None
-    tensors, metadata = load_weights(run_dir / WEIGHTS)
+    model = build_checked(config["model"], str(run_dir / CONFIG))
+    prefix = "ema" if ema else "model"
+    tensors, metadata = load_weights(run_dir / WEIGHTS, prefix)
     if metadata.get("kind") != model.kind:
         raise CheckpointError(
             f"{str(run_dir / WEIGHTS)!r} holds a {metadata.get('kind')!r} model, config.json a {model.kind!r}"
         )
-    load_into(model, split_prefix(tensors, "ema" if ema else "model"), str(run_dir / WEIGHTS))
+    load_into(model, split_prefix(tensors, prefix), str(run_dir / WEIGHTS))
     if hasattr(model, "set_analytic"):  # a DDPM: the Gamma of its analytic variance, if estimated for this step
         from dgm.runs.analytic import load_analytic
 
@@ -235,6 +272,8 @@ def prepare_run_dir(out: Path, run_config: dict, *, resume: bool, write: bool) -
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"--out {str(out)!r} exists and is not a directory")
     held = [name for name in (CONFIG, WEIGHTS, STATE, LOG) if (out / name).exists()]
+    if not resume and held == [CONFIG] and _same_run(out, run_config):
+        held = []  # killed before its first checkpoint: nothing to resume, so it starts again
     if not resume and held:
         try:
             diff = config_difference(read_config(out), run_config, ignore=RESUMABLE)
@@ -247,43 +286,29 @@ def prepare_run_dir(out: Path, run_config: dict, *, resume: bool, write: bool) -
                               "choose another --out")
     if resume:
         if not (out / WEIGHTS).is_file():
-            raise CheckpointError(f"--resume: {str(out)!r} has no checkpoint to resume (no {WEIGHTS})")
+            hint = "; it stopped before its first checkpoint: run it again without --resume" if (
+                (out / CONFIG).is_file()) else ""
+            raise CheckpointError(f"--resume: {str(out)!r} has no checkpoint to resume (no {WEIGHTS}){hint}")
         diff = config_difference(read_config(out), run_config, ignore=RESUMABLE)
         if diff is not None:
             raise CheckpointError(f"--resume: {str(out)!r} holds a different run ({diff})")
     if write:
         out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out)
         write_config(out, run_config)
 
 
-# --- RNG states (tensors, ints, floats and lists only, so torch.load(weights_only=True) reads them) ------
-
-def get_rng_state() -> dict:
-    """The torch, numpy and python global RNG states."""
-    import random
-
-    import numpy as np
-
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, py_state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": list(py_state),
-                   "gauss_next": [] if gauss_next is None else [float(gauss_next)]},
-    }
+def _same_run(out: Path, run_config: dict) -> bool:
+    try:
+        return config_difference(read_config(out), run_config, ignore=RESUMABLE) is None
+    except CheckpointError:
+        return False
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what ``get_rng_state`` returned."""
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"][0] if p["gauss_next"] else None))
+def remove_temporaries(run_dir: Path) -> list[str]:
+    """Delete the temporary siblings (``.NAME.tmpPID``) that writers killed mid-write left in ``run_dir``; the
+    names removed. Only the run's one writer calls it (``prepare_run_dir``), so no live write is touched."""
+    removed = [p for name in (CONFIG, WEIGHTS, STATE, STATE_NEXT, LOG) for p in temporaries_of(Path(run_dir) / name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return [p.name for p in removed]

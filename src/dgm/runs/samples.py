@@ -1,10 +1,18 @@
 """Drawing samples from a loaded run, chunk by chunk, and writing them as .npy or .png (images tiled into a
-grid, also the grids of ``dgm report``; vectors as a scatter plot)."""
+grid, also the grids of ``dgm report``; vectors as a scatter plot).
+
+``write_samples`` (``dgm sample``) is bounded and atomic: the output's size is checked against the free disk,
+the file-size limit and (for a .png, drawn in memory) the available memory before anything is drawn; a .npy
+streams chunk by chunk into a temporary sibling, so its size is bounded by the disk, not the memory; a sample
+with a NaN or an infinity is an error and is never written; the file appears whole, by a rename, or not at all,
+and an existing file survives any error.
+"""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +20,82 @@ import torch
 from PIL import Image
 
 from dgm.runs.atomic import atomic_write, atomic_write_bytes
+from dgm.runs.resources import require_disk, require_memory
 
-__all__ = ["grid_png", "sample_model", "save_npy", "save_png", "tile", "to_uint8"]
+__all__ = ["PNG_MEMORY_FACTOR", "grid_png", "sample_chunks", "sample_model", "save_npy",
+           "save_png", "tile", "to_uint8", "write_samples"]
 
 PAD = 1  # pixels of white between tiles
+CHUNK = 4096  # samples drawn per call of model.sample
+PNG_MEMORY_FACTOR = 4  # x 8 bytes a number: a .png holds every sample in memory (model and data space, picture)
 
 
-def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | None, chunk: int = 4096):
-    """n samples in model space, drawn ``chunk`` at a time from one seeded generator."""
-    kw = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+def sample_chunks(model, n: int, *, seed: int, sampler: str | None = None, steps: int | None = None,
+                  chunk: int = CHUNK, **sample_kw) -> Iterator[torch.Tensor]:
+    """The n samples in model space, ``chunk`` at a time (on the CPU), from one seeded generator; the chunks
+    concatenated do not depend on how they are consumed. ``sample_kw`` go to ``model.sample``."""
+    kw = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None} | sample_kw
     g = torch.Generator().manual_seed(seed)
-    parts = [model.sample(min(chunk, n - k), generator=g, **kw).cpu() for k in range(0, n, chunk)]
-    return torch.cat(parts)
+    for k in range(0, n, chunk):
+        yield model.sample(min(chunk, n - k), generator=g, **kw).cpu()
+
+
+def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | None, chunk: int = CHUNK):
+    """n samples in model space, drawn ``chunk`` at a time from one seeded generator."""
+    return torch.cat(list(sample_chunks(model, n, seed=seed, sampler=sampler, steps=steps, chunk=chunk)))
+
+
+def _finite(x: torch.Tensor, first: int, out: Path) -> torch.Tensor:
+    """``x`` (samples ``first``, ...), or a ValueError when one holds a NaN or an infinity."""
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bad.any():
+        k = first + int(bad.nonzero()[0, 0])
+        raise ValueError(f"sample {k} (and {int(bad.sum()) - 1} more of draws {first}..{first + len(x) - 1}) "
+                         f"holds a NaN or an infinity; nothing was written to {str(out)!r}")
+    return x
+
+
+def write_samples(model, n: int, out: Path, scaling, *, seed: int, sampler: str | None = None,
+                  steps: int | None = None, chunk: int = CHUNK, **sample_kw) -> Path:
+    """Draw n samples and write them, in data space, to ``out`` (.npy) or as a picture (.png); return ``out``.
+
+    Refused before any draw (ValueError, one line) when the file would not fit on the disk or under the
+    file-size limit, or, for a .png, in memory. A .npy is streamed: memory stays at one chunk whatever n.
+    A non-finite sample raises ValueError. ``out`` is replaced atomically; on any error it is untouched.
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".png"):
+        raise ValueError(f"--out {str(out)!r} must end in .npy or .png")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory")
+    shape = tuple(scaling.shape)
+    draws = sample_chunks(model, n, seed=seed, sampler=sampler, steps=steps, chunk=chunk, **sample_kw)
+    if suffix == ".png":
+        require_memory(PNG_MEMORY_FACTOR * n * math.prod(shape) * 8, f"a picture of {n:,} samples")
+        parts, k = [], 0
+        for x in draws:
+            parts.append(_finite(x, k, out))
+            k += len(x)
+        save_png(out, torch.cat(parts), scaling)
+        return out
+    probe = scaling.to_data(torch.zeros(1, *shape))
+    header = io.BytesIO()  # the header np.save writes (format 1.0, padded to 64 bytes)
+    shape_n = (n, *probe.shape[1:])
+    np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(probe.dtype),
+                                                  "fortran_order": False, "shape": shape_n})
+    require_disk(header.tell() + n * probe.nbytes, out, f"{n:,} samples ({probe.dtype}, shape {shape_n})")
+
+    def stream(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(header.getvalue())
+            k = 0
+            for x in draws:
+                f.write(np.ascontiguousarray(scaling.to_data(_finite(x, k, out))).tobytes())
+                k += len(x)
+
+    atomic_write(out, stream)
+    return out
 
 
 def to_uint8(x) -> np.ndarray:
