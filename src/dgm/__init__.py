@@ -23,7 +23,7 @@ from dgm.core.reverse import posterior
 from dgm.core.schedule import Schedule
 from dgm.evaluation.ode import ode_nll
 from dgm.models.vae.analysis import blur_floor, optimal_decoder
-from dgm.samplers import SAMPLERS, ddim_step, sample
+from dgm.samplers import SAMPLERS, ddim_step, sample, sample_inverse
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "sample",
     "ddim_step",
     "SAMPLERS",
+    "sample_inverse",
     "GaussianMixture",
     "class_mixture",
     "class_eps_star",

@@ -1,7 +1,8 @@
 """Stateless solvers over a given level grid (STYLE.md 5); ``grid`` is the one home of level grids.
 
 Each solver is ``sample_x(eps_fn, x_L, s, grid, *, generator=None, clip=None, callback=None, cond=None)``;
-``sample`` makes the grid from ``steps`` and runs one by name.
+``sample`` makes the grid from ``steps`` and runs one by name; ``sample_inverse`` samples p(x | y) for a linear
+inverse problem y = A x + sigma_y n (``INVERSE_METHODS``).
 """
 
 from dgm.samplers.ancestral import sample_ancestral
@@ -9,6 +10,7 @@ from dgm.samplers.api import DEFAULT_STEPS, SAMPLERS, sample, sampler_grid
 from dgm.samplers.ddim import ddim_step, sample_ddim
 from dgm.samplers.dpm_solver import sample_dpmpp_2m
 from dgm.samplers.grid import check_grid, full_grid, level_grid
+from dgm.samplers.inverse import INVERSE_METHODS, INVERSE_OPTIONS, INVERSE_STEPS, sample_inverse
 
 __all__ = [
     "SAMPLERS",
@@ -22,4 +24,8 @@ __all__ = [
     "check_grid",
     "full_grid",
     "level_grid",
+    "INVERSE_METHODS",
+    "INVERSE_OPTIONS",
+    "INVERSE_STEPS",
+    "sample_inverse",
 ]
