@@ -1,5 +1,5 @@
 """The ``dgm`` parser: ``build_parser()`` assembles the subcommands, one module each (``dgm.cli.train``,
-``sample``, ``evaluate``, ``report``, ``demo``, ``verify``); each registers its ``run(args) -> int`` as
+``sample``, ``inpaint``, ``evaluate``, ``report``, ``demo``, ``verify``); each registers its ``run(args) -> int`` as
 ``args.handler``."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dgm`` parser with its subcommands."""
-    from dgm.cli import demo, evaluate, report, sample, train, verify
+    from dgm.cli import demo, evaluate, inpaint, report, sample, train, verify
 
     parser = _Parser(prog="dgm", description="Deep generative models, from VAEs to DDPMs.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    for command in (train, sample, evaluate, report, demo, verify):
+    for command in (train, sample, inpaint, evaluate, report, demo, verify):
         command.add_parser(sub)
     return parser
