@@ -1,20 +1,24 @@
 """``dgm eval DIR``: NLL bound and sample-quality metrics of a run, one JSON object on stdout
-(``dgm.evaluation.likelihood.evaluate_run``)."""
+(``dgm.evaluation.likelihood.evaluate_run``); with --metrics on a class-conditional run also the per-class
+metrics (``dgm.evaluation.conditional``), in the JSON and as a table on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
-from dgm.cli.arguments import DEVICE_HELP, nonneg_int, positive_int, unit_float
+from dgm.cli.arguments import DEVICE_HELP, nonneg_float, nonneg_int, positive_int, unit_float
 
 EXAMPLES = """examples:
   dgm eval runs/gmm2d                          # NLL bound on the run's held-out split
   dgm eval runs/digits --metrics fd,kid --n-samples 1000
   dgm eval runs/mine --data other.npy          # every example of other.npy, in the run's data space
   dgm eval runs/gmm2d --likelihood all         # the bound and the probability-flow ODE NLL side by side
-  dgm eval runs/digits --variance analytic     # the bound with Analytic-DPM's variance (Gamma estimated if needed)"""
+  dgm eval runs/digits --variance analytic     # the bound with Analytic-DPM's variance (Gamma estimated if needed)
+  dgm eval runs/digits-cond --metrics fd --sampler dpm++2m --steps 20 --guidance 2   # + per-class FD, accuracy"""
 
 
 def add_parser(sub) -> None:
@@ -26,13 +30,19 @@ def add_parser(sub) -> None:
                        description="Print one JSON object: nll_nats (an upper bound, nats per example in "
                        "data space) and bits_per_dim with their standard errors (*_se), elbo_nats (VAE), "
                        "ode_nll_nats and ode_bits_per_dim (--likelihood ode/all: the probability-flow ODE), "
-                       "data_nll_nats (data with a known density) and the metrics asked for.",
+                       "data_nll_nats (data with a known density) and the metrics asked for; on a "
+                       "class-conditional run --metrics adds per_class (each class's samples against its held-out "
+                       "examples: FD with its floor, and for digits the shipped classifier's accuracy) and "
+                       "per_class_overall, also printed as a table on stderr.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="DIR", help="the run directory")
     p.add_argument("--data", help="evaluate every example of DATA (default: the run's held-out split)")
     p.add_argument("--metrics", help="comma-separated: fd, kid, precision, recall, sw, mmd (against the "
                    "known density, else all the run's data, or --data)")
-    p.add_argument("--n-samples", type=positive_int, default=1000, help="samples for --metrics (1000)")
+    p.add_argument("--n-samples", type=positive_int, default=1000, help="samples for --metrics (1000; a "
+                   "conditional run also draws n-samples / K of each of its K classes)")
+    p.add_argument("--guidance", type=nonneg_float, metavar="W", help="classifier-free guidance w of the per-class "
+                   "samples of a conditional DDPM run, (1 + w) eps(x, c) - w eps(x) (default 0: the conditional model)")
     p.add_argument("--max-examples", type=positive_int, help="NLL on at most this many examples")
     p.add_argument("--sampler", help="DDPM sampler for --metrics (default ancestral)")
     p.add_argument("--steps", type=positive_int, help="DDPM denoiser calls for --metrics")
@@ -51,12 +61,33 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``dgm eval``: one JSON object on stdout."""
+    from dgm.evaluation.conditional import check_class_options, evaluate_classes, format_per_class
     from dgm.evaluation.likelihood import evaluate_run
+    from dgm.runs.checkpoint import read_config
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
+    per_class = check_class_options(read_config(Path(args.run)), metrics=metrics, guidance=args.guidance,
+                                    n_samples=args.n_samples, run=args.run)
     result = evaluate_run(Path(args.run), data=args.data, metrics=metrics, n_samples=args.n_samples,
                           max_examples=args.max_examples, seed=args.seed, sampler=args.sampler,
                           steps=args.steps, device=args.device, likelihood=args.likelihood,
                           variance=args.variance, rtol=args.rtol, atol=args.atol, divergence=args.divergence)
-    print(json.dumps(result))
+    if per_class is not None:
+        result |= evaluate_classes(Path(args.run), n_per_class=per_class, guidance=args.guidance or 0.0,
+                                   seed=args.seed, sampler=args.sampler, steps=args.steps, device=args.device)
+        print(format_per_class(result), file=sys.stderr)
+    print(json.dumps(_json_numbers(result), allow_nan=False))
     return 0
+
+
+def _json_numbers(result: dict) -> dict:
+    """``result`` as valid JSON: the standard error of a single example (infinite) is null; any other number
+    that is not finite is an error naming it, never a NaN in the output."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            if not (key.endswith("_se") and value == math.inf):
+                raise FloatingPointError(f"{key} is {value}: not a finite number")
+            value = None
+        out[key] = value
+    return out

@@ -93,10 +93,21 @@ def metric_kind(run: Run) -> tuple[str, str]:
     return "vector", "data vectors in model space"
 
 
+def headline_labels(model, n: int) -> torch.Tensor | None:
+    """The labels of a run's headline samples: None (the null class: the unconditional model), except for a
+    conditional model trained without label dropout, whose null class is untrained: every class in turn."""
+    if getattr(model, "conditional", False) and getattr(model, "label_dropout", None) == 0:
+        return torch.arange(n) % model.num_classes
+    return None
+
+
 def draw(model, n: int, *, seed: int, sampler: str | None = None, steps: int | None = None, **kw):
-    """(n samples in model space, seconds) from one seeded generator (same seed: same x_L)."""
+    """(n samples in model space, seconds) from one seeded generator (same seed: same x_L); without ``cond``, the
+    labels of ``headline_labels``."""
     g = torch.Generator().manual_seed(seed)
     kw |= {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    if "cond" not in kw and (labels := headline_labels(model, n)) is not None:
+        kw["cond"] = labels
     t0 = time.perf_counter()
     out = model.sample(n, generator=g, **kw)
     return out, time.perf_counter() - t0
@@ -130,7 +141,8 @@ def evaluate(run: Run, *, n_samples: int = 500, seed: int = 0, nll_examples: int
     ``n_samples`` samples drawn as the model's ``quick_sampling()`` says (or of ``fake``, samples drawn
     that way). With ``likelihood="all"`` a DDPM also gets the bound with the analytic variance
     (``analytic_*``; Gamma estimated on the training data when the run has none) and the probability-flow ODE
-    NLL (``ode_*``), on the same examples (docs/LIKELIHOOD.md)."""
+    NLL (``ode_*``), on the same examples (docs/LIKELIHOOD.md). A class-conditional model is scored given the
+    examples' true labels (a bound on -log p(x | c), as ``dgm eval`` does)."""
     from dgm.evaluation.likelihood import (
         LIKELIHOODS,
         data_nll,
@@ -141,20 +153,23 @@ def evaluate(run: Run, *, n_samples: int = 500, seed: int = 0, nll_examples: int
 
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
-    held = run.data.heldout if len(run.data.heldout) else run.data.train
+    held, labels = (run.data.heldout, run.data.heldout_labels) if len(run.data.heldout) else (run.data.train,
+                                                                                            run.data.train_labels)
     held = held[:nll_examples] if nll_examples else held
+    labels = labels[: len(held)] if getattr(run.model, "conditional", False) and labels is not None else None
     g = torch.Generator().manual_seed(seed)
     out = {"kind": run.kind, "n_examples": len(held)}
-    out |= evaluate_nll(run.model, held, scaling=run.scaling, generator=g)
+    out |= evaluate_nll(run.model, held, scaling=run.scaling, generator=g, labels=labels)
     if likelihood != "vlb" and hasattr(run.model, "variance_for"):
         if run.model.analytic is None:
             estimate, _, _ = estimate_analytic_variance(run.model, run.data.train,
                                                         generator=torch.Generator().manual_seed(seed))
             run.model.set_analytic(estimate)
         bound = evaluate_nll(run.model, held, scaling=run.scaling, generator=torch.Generator().manual_seed(seed),
-                             variance="analytic")
+                             variance="analytic", labels=labels)
         out |= {f"analytic_{k}": bound[k] for k in ("nll_nats", "nll_nats_se", "bits_per_dim", "bits_per_dim_se")}
-        out |= evaluate_ode(run.model, held, scaling=run.scaling, generator=torch.Generator().manual_seed(seed))
+        out |= evaluate_ode(run.model, held, scaling=run.scaling, generator=torch.Generator().manual_seed(seed),
+                            labels=labels)
     if run.data.density is not None:
         out["data_nll_nats"] = data_nll(run.data.density, held, run.scaling)
     how, label = run.model.quick_sampling()

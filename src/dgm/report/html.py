@@ -1,12 +1,17 @@
 """``dgm report DIR [DIR ...] --out FILE.html``: one self-contained HTML page comparing trained runs.
 
-The page (images inline as base64 PNG, CSS inline, no script, no external URL) holds a likelihood table
+The page (images inline as base64 PNG, CSS inline, no script, no external URL; every string that comes from
+the user, a run directory or a log, such as run names, paths, data names and given evaluations, escaped with
+``html.escape``, so a run named ``<script>...`` shows as text) holds a likelihood table
 (``nll_nats``, ``bits_per_dim``) and a sample-quality table with every metric's floor (feature-space
 FD/KID/precision/recall for digit images; sliced W1, MMD and the exact cross-entropy for vector data), the
 loss curves, and per run: sample grids per sampler and NFE, nearest training neighbours of samples, the
 forward process and a reverse trajectory with x0_hat (DDPM), quality and time against NFE, a density plot
 and scatters for 2-D data; and, for a VAE on images, the blur figure (data | VAE reconstructions | the
 optimal averaging decoder | VAE samples | DDPM samples) with ``blur_report`` and ``sharpness`` numbers.
+
+A class-conditional DDPM also gets a class-by-guidance grid, and a DDPM on images an inpainting figure
+(``dgm.report.conditioning``).
 
 The numbers come from ``dgm.report.compute``, the per-run figures from ``dgm.report.run_figures`` and the
 drawings from ``dgm.report.plots``; this module checks the arguments, lays out the page and writes it.
@@ -92,7 +97,7 @@ def _fmt(v) -> str:
 
 
 def _table(head: list[str], rows: list[list]) -> str:
-    th = "".join(f"<th>{h}</th>" for h in head)
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c) if not isinstance(c, _Raw) else c}</td>" for c in r)
                    + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
@@ -127,7 +132,7 @@ def _summary_tables(runs, evals) -> str:
                 + [c for m in names for c in (e.get(m), _Raw(f'<span class="floor">{_fmt(e.get(m + "_floor"))}'
                                                               "</span>"))] for r, e in group]
         space = compute.metric_kind(group[0][0])[1]
-        out += f"<h3>Sample quality ({space})</h3>" + _table(head, rows)
+        out += f"<h3>Sample quality ({html.escape(space)})</h3>" + _table(head, rows)
     out += ('<p class="note">Each floor is the same metric between two disjoint halves of real data at the '
             "same sample sizes: a model matching the data reaches it (precision/recall: the real data's "
             "own value). FD/KID/precision/recall use the shipped digit feature net; for vector data SW is "
@@ -147,7 +152,7 @@ def _likelihood_table(runs, evals) -> str:
     def cell(e, key):
         if key not in e:
             return None
-        return _Raw(f"{html.escape(_fmt(e[key]))} &plusmn; {html.escape(_fmt(e.get(key + '_se')))}")
+        return _Raw(f"{_fmt(e[key])} &plusmn; {_fmt(e.get(key + '_se'))}")  # _fmt escapes
 
     rows = [[r.name, r.kind] + [cell(e, key) for key, _ in estimators] for r, e in zip(runs, evals, strict=True)]
     return ("<h3>Likelihood (bits/dim on the same held-out examples, &plusmn; standard error)</h3>" + _table(head, rows)
@@ -157,9 +162,9 @@ def _likelihood_table(runs, evals) -> str:
 
 
 def _run_header(r) -> str:
-    return (f'<h3 id="{html.escape(r.anchor)}">{html.escape(r.name)}: {r.kind} on {html.escape(r.data_name)}</h3>'
-            f'<p class="meta">{html.escape(str(r.path))} &middot; {r.steps} steps &middot; trained '
-            f"{r.train_seconds / 60:.1f} min &middot; {r.params:,} parameters &middot; "
+    return (f'<h3 id="{html.escape(r.anchor)}">{html.escape(r.name)}: {html.escape(r.kind)} on '
+            f'{html.escape(r.data_name)}</h3><p class="meta">{html.escape(str(r.path))} &middot; {int(r.steps)} steps '
+            f"&middot; trained {r.train_seconds / 60:.1f} min &middot; {r.params:,} parameters &middot; "
             f"{html.escape(r.model.describe())}</p>")
 
 
@@ -167,7 +172,7 @@ def _run_sections(r, found: RunFigures) -> str:
     """The per-run sections from what ``run_figures`` found."""
     body = _run_header(r)
     grids = "".join(_img(png, alt) for alt, png in found.grids)
-    body += _section("samples", "Samples", grids + f'<p class="note">{found.grid_note}</p>')
+    body += _section("samples", "Samples", grids + f'<p class="note">{html.escape(found.grid_note)}</p>')
     nb = found.neighbours
     text = (f"Top: samples; below: their nearest training images (L2 in model space, distance above each "
             f"pair). Median nearest-training distance: samples {nb.median_sample:.3g}, held-out data "
@@ -187,7 +192,32 @@ def _run_sections(r, found: RunFigures) -> str:
                                    for s in nfe.rows]))
     if found.density is not None:
         body += _section("density", "2-D density and scatter", _img(found.density, "density"))
+    if found.class_grid is not None:
+        body += _class_grid_section(found.class_grid)
+    if found.inpainting is not None:
+        paint = found.inpainting
+        body += _section("inpainting", "Inpainting", _img(paint.png, "inpainting")
+                         + f'<p class="note">{html.escape(paint.caption)}</p>')
     return f'<article class="run">{body}</article>'
+
+
+def _class_grid_section(grid) -> str:
+    """The class-by-guidance grid of a conditional DDPM (``dgm.report.conditioning.ClassGrid``)."""
+    from dgm.evaluation.conditional import CONFIDENCE
+
+    names = ", ".join(html.escape(c) for c in grid.classes)
+    text = (f"Rows, top to bottom: the classes {names}; column blocks: classifier-free guidance w = "
+            f"{', '.join(f'{w:g}' for w in grid.guidance)}, eps = (1 + w) eps(x, c) - w eps(x) (Ho &amp; Salimans "
+            f"2022; w = 0 is the conditional model), {grid.samples.shape[2]} samples per cell drawn with "
+            f"{html.escape(grid.sampled_with)}, the same x_L for every w.")
+    table = ""
+    if grid.accuracy:
+        table = _table(["guidance w", "accuracy", "confident", "samples"],
+                       [[a["guidance"], a["accuracy"], a["confident"], a["n"]] for a in grid.accuracy])
+        text += (" Accuracy: the fraction of the samples the shipped digit classifier labels as their class; "
+                 f"confident: the fraction it gives its top digit a probability of at least {CONFIDENCE:g}.")
+    return _section("classes", "Classes and guidance", _img(grid.png, "class-by-guidance grid")
+                    + f'<p class="note">{text}</p>' + table)
 
 
 def _blur_section(blur: BlurFigure) -> str:

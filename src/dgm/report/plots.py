@@ -93,6 +93,40 @@ def rows_png(rows: Sequence[tuple[str, object]], col_titles: Sequence[str] | Non
     return fig_png(fig)
 
 
+def _label(text: str) -> str:
+    """A user's string as literal matplotlib text: "$" would start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def class_grid_png(samples, classes: Sequence[str], col_titles: Sequence[str], *, cell_inches: float = 0.42) -> bytes:
+    """Samples of each class under each setting: ``samples`` (K, W, n, C, H, W) images; row k is labelled
+    ``classes[k]``, column block j ``col_titles[j]``, each block tiles its n images in one row."""
+    samples = torch.as_tensor(samples)
+    k, w, n = samples.shape[:3]
+    if (len(classes), len(col_titles)) != (k, w):
+        raise ValueError(f"{len(classes)} class names and {len(col_titles)} column titles for samples of shape "
+                         f"{tuple(samples.shape)}")
+    label_in, top_in, gap = 0.9, 0.5, 0.08
+    block = n * cell_inches
+    width = label_in + w * (block + gap) + 0.1
+    height = top_in + k * (cell_inches + gap) + 0.1
+    fig = _figure(width, height)
+    for r in range(k):
+        for c in range(w):
+            left = label_in + c * (block + gap)
+            bottom = height - top_in - (r + 1) * (cell_inches + gap) + gap
+            ax = fig.add_axes((left / width, bottom / height, block / width, cell_inches / height))
+            _show(ax, tile(samples[r, c], n))
+            if c == 0:
+                ax.set_ylabel(_label(classes[r]), rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0:
+                ax.set_title(_label(col_titles[c]), fontsize=8)
+    fig.text(0.5 * (label_in + width) / width, 1 - 0.12 / height, "classifier-free guidance", ha="center",
+             va="top", fontsize=8)
+    fig.text(0.1 / width, 1 - 0.12 / height, "class", ha="left", va="top", fontsize=8)
+    return fig_png(fig)
+
+
 def loss_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> bytes:
     """Training loss against step, one panel per run: ``curves`` = [(run name, steps, losses)]."""
     fig = _figure(min(4.0 * len(curves), 12.0), 2.8)

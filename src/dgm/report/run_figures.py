@@ -2,8 +2,9 @@
 
 ``run_figures(run)`` samples a run with every sampler at a few NFE (DDPM; the ancestral sampler runs all
 L levels once, on a small batch for images and on ``n_samples`` points for vector data), draws the grids,
-nearest training neighbours, the forward process, a reverse trajectory, quality against NFE and the 2-D
-density, and returns them as a ``RunFigures``. ``blur_figure`` compares a VAE's reconstructions with the
+nearest training neighbours, the forward process, a reverse trajectory, quality against NFE, the 2-D
+density, and (``dgm.report.conditioning``) the class-by-guidance grid of a conditional DDPM and the inpainting
+figure of an image DDPM, and returns them as a ``RunFigures``. ``blur_figure`` compares a VAE's reconstructions with the
 optimal decoder. The drawings themselves are ``dgm.report.plots``.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from dgm.report import plots
-from dgm.report.compute import Run, draw, metric_kind, quality
+from dgm.report.compute import Run, draw, headline_labels, metric_kind, quality
+from dgm.report.conditioning import ClassGrid, Inpainting, class_grid, inpainting_figure
 
 SWEEP_SAMPLERS = ("ddim", "dpm++2m")
 SWEEP_NFE = (10, 20, 50)
@@ -60,7 +62,7 @@ class NfeSweep:
 class RunFigures:
     """Every per-run figure of the report (PNG bytes) with its numbers; ``samples`` are the run's headline
     samples (model space), which the summary table and the blur figure reuse. A figure that does not apply
-    to the run (e.g. the forward process of a VAE) is None."""
+    to the run (e.g. the forward process of a VAE, the class grid of an unconditional run) is None."""
 
     grids: tuple[tuple[str, bytes], ...]
     grid_note: str
@@ -70,6 +72,8 @@ class RunFigures:
     reverse: bytes | None = None
     nfe: NfeSweep | None = None
     density: bytes | None = None
+    class_grid: ClassGrid | None = None
+    inpainting: Inpainting | None = None
 
     def __post_init__(self):
         if not self.grids or not all(isinstance(t, str) and isinstance(p, bytes) for t, p in self.grids):
@@ -142,7 +146,7 @@ def ddpm_sweep(run: Run, n: int, seed: int, metric: str) -> DdpmSweep:
     n_anc = min(n, N_ANCESTRAL_IMAGES) if image else n
     t0 = time.perf_counter()
     x, traj = run.model.sample(n_anc, generator=torch.Generator().manual_seed(seed), sampler="ancestral",
-                               return_trajectory=True)
+                               return_trajectory=True, cond=headline_labels(run.model, n_anc))
     row = {"sampler": "ancestral", "nfe": L, "n": n_anc, metric: None, "seconds": time.perf_counter() - t0}
     if not image:
         row[metric] = quality(run, x, [metric], seed=seed)[metric]
@@ -222,7 +226,8 @@ def run_figures(run: Run, *, n_samples: int = 500, seed: int = 0) -> RunFigures:
         diffusion = {"forward": _forward_figure(run, levels, seed),
                      "reverse": _reverse_figure(run, sweep.trajectory, levels),
                      "nfe": NfeSweep(png=plots.nfe_png(sweep.rows, metric, sweep.floor), rows=sweep.rows,
-                                     metric=metric, floor=sweep.floor)}
+                                     metric=metric, floor=sweep.floor),
+                     "class_grid": class_grid(run, seed=seed), "inpainting": inpainting_figure(run, seed=seed)}
     elif run.kind in ("vae", "hvae"):
         main, _ = draw(run.model, n_samples, seed=seed)
         noisy, _ = draw(run.model, min(n_samples, 64), seed=seed, noise=True)
