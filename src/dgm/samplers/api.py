@@ -8,13 +8,15 @@ from dgm.core import rng
 from dgm.core.schedule import Schedule
 from dgm.samplers.ancestral import sample_ancestral
 from dgm.samplers.ddim import sample_ddim
-from dgm.samplers.dpm_solver import sample_dpmpp_2m
+from dgm.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from dgm.samplers.grid import check_grid, full_grid, level_grid
+from dgm.samplers.unipc import sample_unipc
 
 __all__ = ["SAMPLERS", "DEFAULT_STEPS", "sample", "sampler_grid"]
 
-SAMPLERS = ("ancestral", "ddim", "dpm++2m")
-DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20}  # None: every level (E39)
+SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "unipc", "unipc3")
+# None: every level (E39)
+DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "unipc": 20, "unipc3": 20}
 
 
 def sampler_grid(s: Schedule, sampler: str, steps: int | None = None, spacing: str = "quadratic") -> list[int]:
@@ -46,10 +48,11 @@ def sample(
     cond=None,
     variance="fixed_small",
 ):
-    """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler ("ancestral", "ddim", "dpm++2m").
+    """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler (``SAMPLERS``): "ancestral", "ddim",
+    "dpm++2m", "dpm++3m", "unipc" (2M predictor with the UniC corrector), "unipc3" (3M predictor, UniC-3).
 
-    ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM, 20 for
-    DPM-Solver++(2M); the levels visited are :func:`sampler_grid`'s, or ``grid`` when given (a decreasing
+    ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM, 20 for the
+    multistep solvers; the levels visited are :func:`sampler_grid`'s, or ``grid`` when given (a decreasing
     list of levels ending at 0, from ``dgm.samplers.grid``; then ``steps`` must be None or len(grid) - 1).
     ``cond`` (labels (n,)) is passed to the denoiser; ``variance`` is the reverse variance of ancestral
     sampling; ``eta`` DDIM's. With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory
@@ -75,6 +78,10 @@ def sample(
             x0 = sample_ddim(eps_fn, x_L, s, grid, eta=eta, **kw)
         elif sampler == "dpm++2m":
             x0 = sample_dpmpp_2m(eps_fn, x_L, s, grid, **kw)
+        elif sampler == "dpm++3m":
+            x0 = sample_dpmpp_3m(eps_fn, x_L, s, grid, **kw)
+        elif sampler in ("unipc", "unipc3"):
+            x0 = sample_unipc(eps_fn, x_L, s, grid, order=3 if sampler == "unipc3" else 2, **kw)
         else:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if not return_trajectory:

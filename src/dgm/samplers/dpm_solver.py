@@ -1,4 +1,4 @@
-"""DPM-Solver++(2M) in the data-prediction form (Lu et al. 2022; EQUATIONS.md E41)."""
+"""DPM-Solver++(2M) and (3M) in the data-prediction form (Lu et al. 2022b; EQUATIONS.md E41)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dgm.core.schedule import Schedule
 from dgm.samplers.common import predict
 from dgm.samplers.grid import check_grid
 
-__all__ = ["sample_dpmpp_2m"]
+__all__ = ["multistep_update", "sample_dpmpp_2m", "sample_dpmpp_3m"]
 
 
 def sample_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, clip=None, callback=None,
@@ -22,25 +22,62 @@ def sample_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, c
     x0_hat_{j-2}, r = h_{j-1} / h_j (first step: D = x0_hat). The final step to level 0 is first order
     (diffusers' lower_order_final), which returns the last x0_hat. ``generator`` is unused (deterministic).
     """
+    return _multistep(eps_fn, x_L, s, grid, 2, clip=clip, callback=callback, cond=cond)
+
+
+def sample_dpmpp_3m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, clip=None, callback=None,
+                    cond=None) -> Tensor:
+    """DPM-Solver++(3M) (Lu et al. 2022b, Algorithm 2 at order 3; diffusers' ``solver_order=3``).
+
+    The step from lambda_{j-1} to lambda_j (h = lambda_j - lambda_{j-1}) uses the last three x0_hat m0, m1, m2
+    at lambda_{j-1}, lambda_{j-2}, lambda_{j-3}: with r0 = h_{j-1} / h, r1 = h_{j-2} / h,
+    D1_0 = (m0 - m1) / r0, D1_1 = (m1 - m2) / r1, D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),
+    D2 = (D1_0 - D1_1) / (r0 + r1),
+    x_j = (sigma_j / sigma_{j-1}) x - alpha_j expm1(-h) m0 + alpha_j (expm1(-h) / h + 1) D1
+    - alpha_j ((expm1(-h) + h) / h^2 - 1/2) D2.
+    The first step is first order and the second second order (as 2M); the final step to level 0 is first
+    order and returns the last x0_hat. ``generator`` is unused (deterministic).
+    """
+    return _multistep(eps_fn, x_L, s, grid, 3, clip=clip, callback=callback, cond=cond)
+
+
+def multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: float, sig_ratio: float,
+                     order: int) -> Tensor:
+    """One DPM-Solver++ multistep step to lambda ``lam[-1]`` from x at ``lam[-2]``, where ``history`` holds
+    x0_hat at ``lam[-2], lam[-3], ...`` (newest first) and ``order`` <= len(history) is the order used."""
+    h = lam[-1] - lam[-2]
+    em = math.expm1(-h)
+    m0 = history[0]
+    if order == 1:
+        return sig_ratio * x - a_j * em * m0
+    r0 = (lam[-2] - lam[-3]) / h
+    if order == 2:
+        return sig_ratio * x - a_j * em * ((1 + 1 / (2 * r0)) * m0 - 1 / (2 * r0) * history[1])
+    r1 = (lam[-3] - lam[-4]) / h
+    d1_0, d1_1 = (m0 - history[1]) / r0, (history[1] - history[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    return sig_ratio * x - a_j * em * m0 + a_j * (em / h + 1) * d1 - a_j * ((em + h) / h**2 - 0.5) * d2
+
+
+def _multistep(eps_fn, x_L: Tensor, s: Schedule, grid, order: int, *, clip=None, callback=None,
+               cond=None) -> Tensor:
+    """DPM-Solver++ of ``order`` over ``grid``: step j uses min(order, j) past x0_hat; the step to 0 is
+    first order, x_0 = x0_hat (sigma ratio 0 and alpha (1 - e^{-h}) = 1)."""
     grid = check_grid(s, grid)
     a = [s.alpha_bar[t].item() for t in grid]
     sig = [s.sigma_bar[t].item() for t in grid]
     lam = [math.log(a_j / v) if v > 0 else math.inf for a_j, v in zip(a, sig, strict=True)]
     x = x_L
-    prev_x0 = None
+    history: list[Tensor] = []
     for j in range(1, len(grid)):
         _, x0_hat = predict(eps_fn, s, x, grid[j - 1], clip, cond)
+        history = [x0_hat] + history[: order - 1]
         if grid[j] == 0:
-            x = x0_hat  # sigma ratio 0 and a (1 - e^{-h}) = 1: the first-order step returns x0_hat
+            x = x0_hat
         else:
-            h = lam[j] - lam[j - 1]
-            if prev_x0 is None:
-                D = x0_hat
-            else:
-                r = (lam[j - 1] - lam[j - 2]) / h
-                D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * prev_x0
-            x = (sig[j] / sig[j - 1]) * x - a[j] * math.expm1(-h) * D
-        prev_x0 = x0_hat
+            x = multistep_update(x, history, lam[max(0, j - order): j + 1], a[j], sig[j] / sig[j - 1],
+                                 min(order, len(history)))
         if callback is not None:
             callback({"level": grid[j - 1], "next_level": grid[j], "x": x, "x0_hat": x0_hat})
     return x

@@ -3,16 +3,20 @@
 A grid is a strictly decreasing list of integer levels that starts at some level <= L and ends at 0; a
 sampler makes one denoiser call per level before the last, so ``len(grid) - 1`` is the NFE. Grids are
 plain lists, made here and passed to the solvers, so a new spacing (or one derived from a trained model)
-plugs in without touching any solver.
+plugs in without touching any solver. A grid derived from a model (``dgm.samplers.optimized_grid``) is
+stored in the run directory as JSON (:func:`save_grid`, :func:`load_grid`).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
 from dgm.core.schedule import Schedule
 
-__all__ = ["SPACINGS", "check_grid", "full_grid", "level_grid"]
+__all__ = ["SPACINGS", "check_grid", "full_grid", "grid_path", "level_grid", "load_grid", "save_grid"]
 
 SPACINGS = ("uniform", "quadratic")
 
@@ -59,3 +63,37 @@ def check_grid(s: Schedule, grid) -> list[int]:
     if any(a <= b for a, b in zip(levels[:-1], levels[1:], strict=True)):
         raise ValueError(f"a level grid must be strictly decreasing, got {levels!r}")
     return levels
+
+
+def grid_path(run_dir, sampler: str, nfe: int) -> Path:
+    """Where a run keeps the grid derived for ``sampler`` at ``nfe`` denoiser calls: grid_<sampler>_<nfe>.json."""
+    return Path(run_dir) / f"grid_{sampler}_{nfe}.json"
+
+
+def save_grid(run_dir, s: Schedule, sampler: str, grid, **info) -> Path:
+    """Write ``grid`` (checked against ``s``) to :func:`grid_path` with ``info`` (how it was derived); returns
+    the path."""
+    levels = check_grid(s, grid)
+    path = grid_path(run_dir, sampler, len(levels) - 1)
+    record = {"sampler": sampler, "nfe": len(levels) - 1, "L": s.L, "grid": levels, **info}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_grid(run_dir, s: Schedule, sampler: str, nfe: int) -> list[int] | None:
+    """The grid :func:`save_grid` stored for ``sampler`` and ``nfe`` in ``run_dir``, or None if there is none;
+    ValueError if the file is not such a grid for this schedule (another L, sampler or NFE)."""
+    path = grid_path(run_dir, sampler, nfe)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        levels, L, who = record["grid"], record["L"], record["sampler"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is not a stored level grid") from None
+    if L != s.L or who != sampler or not isinstance(levels, list) or len(levels) != nfe + 1:
+        raise ValueError(f"{path} holds a grid for {who!r} with L={L} and {len(levels) - 1} calls, "
+                         f"not for {sampler!r} with L={s.L} and {nfe}")
+    return check_grid(s, levels)

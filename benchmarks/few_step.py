@@ -1,0 +1,200 @@
+"""Few-step sampling with the exact eps* of three mixtures: dgm's samplers against a sweep of diffusers'.
+
+    .venv/bin/python benchmarks/few_step.py [--quick] [--out few_step.md]
+
+Mixtures, all in model space: ``gmm2d`` (dgm's built-in, its exact density as ``load_data`` scales it),
+``user`` (the 2-D mixture of benchmarks/make_user_mixture.py, scaled by the scaling dgm fits to its 20,000
+points) and ``mix8d`` (defined here: 8-D, 5 anisotropic components with unequal weights, fixed seed).
+Linear schedule, L = 1000. Every sampler starts from the same x_L (seed 1) and draws n = 20,000 samples;
+SW1 (sliced Wasserstein-1, 128 projections) is the mean over 4 reference sets of n exact draws, +- their
+standard deviation; the floor is n fresh exact draws against the same 4 sets.
+
+dgm rows: ddim, dpm++2m, dpm++3m, unipc, unipc3 on the quadratic and uniform grids and on the grid optimized from the
+denoiser alone (``dgm.samplers.optimized_grid``; it is never given the mixture, only eps_fn). diffusers rows:
+DPMSolverMultistepScheduler (solver_order 2 and 3; default, Karras, lu-lambdas, exponential and beta sigmas;
+timestep_spacing linspace, leading, trailing; lower-order or Euler final step), UniPCMultistepScheduler
+(orders 2 and 3, bh1 and bh2, default and Karras sigmas), DEISMultistepScheduler (orders 2 and 3, default and
+Karras sigmas), EulerDiscreteScheduler (default and Karras sigmas), each at the three spacings, driven by
+eps*(x, t + 1) at diffusers' (rounded) timestep t, as a diffusers pipeline calls a trained network.
+``--quick``: n = 4,000, NFE 5 and 10, a reduced sweep. Timings are not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import itertools
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+import dgm
+from dgm.data.dataset import load_data
+from dgm.evaluation.distances import sliced_wasserstein, wasserstein1_sorted
+from dgm.samplers.optimized_grid import optimized_grid
+
+HERE = Path(__file__).resolve().parent
+
+
+def user_mixture() -> dgm.GaussianMixture:
+    """make_user_mixture.py's mixture, in the model space dgm fits to its 20,000 points (seed 0)."""
+    spec_mod = importlib.util.spec_from_file_location("make_user_mixture", HERE / "make_user_mixture.py")
+    mod = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(mod)
+    spec = mod.SPEC
+    gm = dgm.GaussianMixture(spec["weights"], spec["means"], spec["covs"])
+    raw = gm.sample(20_000, torch.Generator().manual_seed(0)).numpy()
+    shift, scale = load_data(raw).scaling.shift_scale()
+    return gm.affine(torch.from_numpy(1.0 / scale), torch.from_numpy(-shift / scale))
+
+
+def mix8d() -> dgm.GaussianMixture:
+    """8-D: 5 components, weights 0.4, 0.25, 0.2, 0.1, 0.05; means N(0, 1.5^2 I); each covariance a random
+    rotation of eigenvalues log-uniform in [0.01, 0.5] (condition numbers up to 50). Seed 13."""
+    g = torch.Generator().manual_seed(13)
+    K, D = 5, 8
+    means = 1.5 * torch.randn(K, D, generator=g, dtype=torch.float64)
+    covs = []
+    for _ in range(K):
+        q, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
+        u = torch.rand(D, generator=g, dtype=torch.float64)
+        ev = torch.exp(math.log(0.01) + (math.log(0.5) - math.log(0.01)) * u)
+        c = q @ torch.diag(ev) @ q.T
+        covs.append((c + c.T) / 2)
+    return dgm.GaussianMixture([0.4, 0.25, 0.2, 0.1, 0.05], means, torch.stack(covs))
+
+
+def mixtures() -> dict[str, dgm.GaussianMixture]:
+    return {"gmm2d": load_data("gmm2d").density, "user": user_mixture(), "mix8d": mix8d()}
+
+
+def diffusers_settings(quick: bool) -> list[tuple[str, object]]:
+    """(label, factory) for every diffusers setting of the sweep; ``factory(betas)`` makes a fresh scheduler."""
+    import diffusers as d
+
+    spacings = ("linspace", "trailing") if quick else ("linspace", "leading", "trailing")
+    sigmas = ("default", "karras", "lu", "exponential", "beta")
+    out = []
+
+    def add(label, cls, **kw):
+        out.append((label, lambda betas, cls=cls, kw=kw: cls(num_train_timesteps=len(betas),
+                                                               trained_betas=betas, **kw)))
+
+    def sigma_kw(name):
+        return {} if name == "default" else {f"use_{name}_{'lambdas' if name == 'lu' else 'sigmas'}": True}
+
+    for order, sig, sp, final in itertools.product((2, 3), sigmas, spacings, ("lower", "euler")):
+        if quick and final == "euler":
+            continue
+        add(f"DPMSolverMultistep {order}M {sig} {sp} final={final}", d.DPMSolverMultistepScheduler,
+            solver_order=order, algorithm_type="dpmsolver++", timestep_spacing=sp,
+            euler_at_final=final == "euler", **sigma_kw(sig))
+    for order, st, sig, sp in itertools.product((2, 3), ("bh1", "bh2"), ("default", "karras"), spacings):
+        add(f"UniPC order {order} {st} {sig} {sp}", d.UniPCMultistepScheduler, solver_order=order,
+            solver_type=st, timestep_spacing=sp, **sigma_kw(sig))
+    for order, sig, sp in itertools.product((2, 3), ("default", "karras"), spacings):
+        add(f"DEIS order {order} {sig} {sp}", d.DEISMultistepScheduler, solver_order=order,
+            timestep_spacing=sp, **sigma_kw(sig))
+    for sig, sp in itertools.product(("default", "karras"), spacings):
+        add(f"Euler {sig} {sp}", d.EulerDiscreteScheduler, timestep_spacing=sp, **sigma_kw(sig))
+    return out
+
+
+def run_diffusers(sched, eps_fn, x_L: torch.Tensor, nfe: int) -> tuple[torch.Tensor, int]:
+    """Sample from x_L with a fresh scheduler; returns (x0, denoiser calls made)."""
+    sched.set_timesteps(nfe)
+    x = x_L * sched.init_noise_sigma
+    calls = 0
+    for t in sched.timesteps:
+        level = int(round(float(t))) + 1  # Ho's t = level - 1
+        eps = eps_fn(sched.scale_model_input(x, t), torch.full((x.shape[0],), level))
+        calls += 1
+        x = sched.step(eps, t, x).prev_sample
+    return x, calls
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--n", type=int, default=None)
+    p.add_argument("--nfe", default=None, help="comma-separated NFE (default 5,10,20; quick 5,10)")
+    p.add_argument("--mixtures", default="gmm2d,user,mix8d")
+    p.add_argument("--no-diffusers", action="store_true")
+    p.add_argument("--out", default=None, help="write the Markdown table here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    n = args.n or (4_000 if args.quick else 20_000)
+    nfes = [int(v) for v in (args.nfe or ("5,10" if args.quick else "5,10,20")).split(",")]
+    s = dgm.Schedule.linear(1000)
+    betas = s.to_diffusers()["betas"].numpy()
+    settings = [] if args.no_diffusers else diffusers_settings(args.quick)
+    lines = [f"# {datetime.date.today()}  torch {torch.__version__}  n={n}  NFE {nfes}  "
+             f"{len(settings)} diffusers settings", ""]
+    table = ["| mixture | NFE | floor | dgm best | SW1 | / floor | diffusers best | SW1 | / floor | dgm / diffusers |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    all_gm = mixtures()
+    for name in args.mixtures.split(","):
+        gm = all_gm[name]
+        refs = [gm.sample(n, torch.Generator().manual_seed(100 + k)) for k in range(4)]
+
+        # sliced_wasserstein(x, r, generator=seed 0) for each r, with the reference projections sorted once
+        theta = torch.randn(gm.D, 128, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        theta = theta / theta.norm(dim=0, keepdim=True)
+        ref_sorted = [(r @ theta).T.sort(-1).values for r in refs]
+
+        def sw(x, theta=theta, ref_sorted=ref_sorted):
+            u = (x.double() @ theta).T.sort(-1).values
+            v = [float(wasserstein1_sorted(u, r).mean()) for r in ref_sorted]
+            return statistics.mean(v), statistics.stdev(v)
+
+        fresh = gm.sample(n, torch.Generator().manual_seed(99))
+        floor, floor_sd = sw(fresh)
+        check = statistics.mean(sliced_wasserstein(fresh, r, generator=torch.Generator().manual_seed(0)) for r in refs)
+        assert abs(check - floor) < 1e-9, (check, floor)  # the cached projections are sliced_wasserstein's
+        eps_fn = lambda x, i, gm=gm: gm.eps_star(s, x, i)  # noqa: E731
+        x_L = torch.randn(n, gm.D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        print(f"\n## {name} (D={gm.D}, K={gm.K}): floor SW1 {floor:.4f} +- {floor_sd:.4f}", flush=True)
+        x0_train = gm.sample(2_000, torch.Generator().manual_seed(7))  # "training data" for the grid search
+        for nfe in nfes:
+            rows = []
+            for sampler, spacing in itertools.product(("ddim", "dpm++2m", "dpm++3m", "unipc", "unipc3"),
+                                                      ("quadratic", "uniform", "optimized")):
+                if spacing == "optimized":
+                    grid = optimized_grid(eps_fn, s, sampler, nfe, x0_train, generator=torch.Generator().manual_seed(0))
+                else:
+                    grid = dgm.samplers.level_grid(s, nfe, spacing)
+                x = dgm.sample(eps_fn, s, x_L.shape, sampler=sampler, grid=grid,
+                               generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+                assert torch.equal(x_L, torch.randn(n, gm.D, generator=torch.Generator().manual_seed(1),
+                                                    dtype=torch.float64))
+                m, sd = sw(x)
+                rows.append(("dgm", f"{sampler} {spacing}", m, sd, grid))
+            for label, factory in settings:
+                x, calls = run_diffusers(factory(betas), eps_fn, x_L, nfe)
+                if calls != nfe or not torch.isfinite(x).all():
+                    continue
+                m, sd = sw(x)
+                rows.append(("diffusers", label, m, sd, None))
+            for who, label, m, sd, grid in sorted(rows, key=lambda r: r[2]):
+                extra = f"  grid {grid}" if grid is not None and "optimized" in label else ""
+                print(f"{name:<6} {nfe:>3} {who:<9} {label:<52} {m:.4f} +- {sd:.4f} {m / floor:6.2f}x{extra}",
+                      flush=True)
+            best = {w: min((r for r in rows if r[0] == w), key=lambda r: r[2], default=None)
+                    for w in ("dgm", "diffusers")}
+            bd, bf = best["dgm"], best["diffusers"]
+            cells = [f"{bd[1]}", f"{bd[2]:.4f} +- {bd[3]:.4f}", f"{bd[2] / floor:.2f}"]
+            cells += ["-", "-", "-", "-"] if bf is None else [
+                f"{bf[1]}", f"{bf[2]:.4f} +- {bf[3]:.4f}", f"{bf[2] / floor:.2f}", f"{bd[2] / bf[2]:.2f}"]
+            table.append(f"| {name} | {nfe} | {floor:.4f} +- {floor_sd:.4f} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines + table)
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
