@@ -124,3 +124,11 @@ def test_condition_matches_bayes_rule_on_a_grid(mixture):
 def test_condition_rejects_bad_input(mixture, bad, match):
     with pytest.raises(ValueError, match=match):
         mixture.condition(**bad)
+
+
+def test_condition_drops_components_whose_weight_underflows():
+    """A component 1e3 standard deviations from y gets posterior weight exp(-5e5) = 0 in float64: it is
+    dropped, not an error (catches the constructor's positive-weight check reached with a zero weight)."""
+    gm = dgm.GaussianMixture([0.5, 0.5], [[0.0], [1000.0]], [[[1.0]], [[1.0]]])
+    post = gm.condition(torch.tensor([0.0]), torch.tensor([[1.0]]), 0.1)
+    assert post.K == 1 and torch.allclose(post.means, torch.tensor([[0.0]], dtype=torch.float64))

@@ -1,10 +1,13 @@
-"""``sample_inverse`` against exact posteriors (the GaussianMixture oracle, ``GaussianMixture.condition``).
+"""``sample_inverse`` against exact references built on the GaussianMixture oracle.
 
-Tolerances: moments are compared within Z standard errors of the sample (mean: sqrt(C_kk / n); covariance
-entry: sqrt((C_kl^2 + C_kk C_ll) / n)) plus a stated allowance for a method's known bias. Which methods are
-exact: "smc" as particles grow (any prior), "pigdm" for a standard normal prior (its Gaussian approximation
-of p(x0 | x_i) is then exact); "replace", "repaint" and "dps" are biased, so for them the tests check what
-is certain (the known part, the direction of a known bias).
+Three kinds: the exact posterior (``GaussianMixture.condition``) where a method is exact in a limit; for a
+Gaussian prior, the exact law of a method's own draws on its own grid, since every step is then linear-Gaussian
+(``model_prior``: the target of the SMC; ``replacement_moments``: the draws of replace and RePaint, biased as
+they are); and draw-by-draw equality (PiGDM with a standard normal prior is ancestral sampling with the exact
+posterior's eps*). Moments are compared within Z standard errors of the sample (mean: sqrt(C_kk / n);
+covariance entry: sqrt((C_kl^2 + C_kk C_ll) / n)). DPS has no exact reference: its test checks what is
+certain (the known part reaches y). Each test names the bugs it catches; the z-scores quoted were computed
+for the mutated formulas.
 """
 
 import math
@@ -38,16 +41,15 @@ def moments(gm):
     return mean, second - torch.outer(mean, mean)
 
 
-def assert_moments(x, mean, cov, z=Z, cov_slack=0.0):
-    """x's sample mean and covariance within z standard errors of (mean, cov), the covariance also within
-    ``cov_slack`` (a discretization bias, stated by the caller)."""
+def assert_moments(x, mean, cov, z=Z):
+    """x's sample mean and covariance within z standard errors of (mean, cov)."""
     n = x.shape[0]
     var = torch.diagonal(cov)
     mean_err = (x.mean(0) - mean).abs()
     assert (mean_err <= z * torch.sqrt(var / n)).all(), (x.mean(0), mean)
     cov_se = torch.sqrt((cov**2 + torch.outer(var, var)) / n)
     cov_err = (torch.cov(x.T) - cov).abs()
-    assert (cov_err <= z * cov_se + cov_slack).all(), (torch.cov(x.T), cov)
+    assert (cov_err <= z * cov_se).all(), (torch.cov(x.T), cov)
 
 
 # ----------------------------------------------------------------------------------- the oracle path
@@ -86,7 +88,7 @@ def test_smc_error_shrinks_with_particles(mixture):
                            generator=torch.Generator().manual_seed(0))
         frac = [(x[k::2, 0] > 0).double().mean().item() for k in range(2)]
         errors[particles] = max(abs(f - e) for f, e in zip(frac, exact, strict=True))
-    # 300 draws per group: standard error <= 0.029; 32 particles on 40 levels leave a bias of about 0.02
+    # 300 draws per group: standard error <= 0.029; seeds 0-4 gave errors of 0.64-0.68 (1) and 0.03-0.06 (32)
     assert errors[32] < 0.09 and errors[32] < errors[1] / 4, errors
 
 
@@ -383,3 +385,14 @@ def test_bad_input(kwargs, message, mixture):
 def test_every_method_has_documented_defaults():
     assert set(INVERSE_OPTIONS) == set(INVERSE_METHODS)
     assert INVERSE_OPTIONS["repaint"] == {"jump": 10, "resamplings": 10} and INVERSE_OPTIONS["dps"] == {"step": 1.0}
+
+
+def test_pigdm_divergence_is_an_error_not_nan():
+    """A denoiser with a large Jacobian (as a trained net has at high noise, benchmarks/RESULTS.md) makes PiGDM's
+    guidance step unstable: the draws blow up, and that is a one-line error naming the level, never NaN output.
+    Catches the finiteness check removed."""
+    s = dgm.Schedule.linear(100)
+    A = torch.tensor([[1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"pigdm diverged at level \d+"):
+        sample_inverse(lambda x, i: 200.0 * x, s, torch.tensor([[0.5]]), A, 0.05, method="pigdm", steps=50,
+                       generator=torch.Generator().manual_seed(0))

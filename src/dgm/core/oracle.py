@@ -96,8 +96,10 @@ class GaussianMixture:
         log_det = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
         log_w = torch.log(self.weights) - 0.5 * (log_det + (z**2).sum(-1))
         covs = self.covs - G @ AS
-        return GaussianMixture(torch.softmax(log_w, 0), self.means + torch.einsum("kde,ke->kd", G, resid),
-                               0.5 * (covs + covs.transpose(1, 2)))
+        w = torch.softmax(log_w, 0)
+        keep = w > 0  # components whose posterior weight underflows to 0 in float64 are dropped
+        return GaussianMixture(w[keep] / w[keep].sum(), (self.means + torch.einsum("kde,ke->kd", G, resid))[keep],
+                               (0.5 * (covs + covs.transpose(1, 2)))[keep])
 
     # ------------------------------------------------------------------ level i
     def at_level(self, s: Schedule, i: int) -> GaussianMixture:

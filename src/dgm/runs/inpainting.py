@@ -26,9 +26,11 @@ from dgm.samplers.inverse import INVERSE_METHODS, sample_inverse
 
 __all__ = ["DEFAULT_NOISE", "inpaint", "inpainting_grid", "read_input", "read_mask"]
 
-# Noise std of the observation in model space. At 0 the posterior is degenerate (a point mass on the known
-# pixels): DPS and PiGDM then divide by zero, and SMC's weights collapse. 0.05 is 2.5% of the [-1, 1] range,
-# about 6 grey levels of an 8-bit image: below what a person sees, enough to keep every method well posed.
+# Noise std of the observation in model space. At 0 the posterior is a point mass on the known pixels (every
+# method still runs: replacement copies them, SMC and PiGDM keep the observed part equal to y), but real
+# inputs are quantized and a model's prior is not exact, so a small positive noise keeps the posterior from
+# forcing the completion through values the model finds unlikely. 0.05 is 2.5% of the [-1, 1] range, about
+# 6 grey levels of an 8-bit image: below what a person sees.
 DEFAULT_NOISE = 0.05
 
 

@@ -81,4 +81,7 @@ def sample_pigdm(den, s: Schedule, x_L: Tensor, grid: list[int], op: LinearObser
         eps_cond = eps.detach() - s.sigma_bar[i].item() * g
         noise = randn_like(x, generator) if eta > 0 and j > 0 else None
         x = ddim_step(s, x_in.detach(), eps_cond, i, j, eta=eta if j > 0 else 0.0, noise=noise)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"pigdm diverged at level {j} (from {i}): its guidance step grows faster than the "
+                             "steps shrink it for this denoiser; try more --steps, or method dps or smc")
     return x
