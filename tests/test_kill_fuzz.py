@@ -34,7 +34,7 @@ TIMING = ("it_per_s", "elapsed_s")  # log fields that measure time, not the run
 # fit seeds torch's and numpy's global RNGs but not Python's ``random``, so the Python state saved in state.pt is
 # the one of the process that started the run (seeded from os.urandom; each fork reseeds it too). Nothing in dgm
 # draws from it, so the training is exact regardless; drop this once fit calls random.seed(seed).
-UNSEEDED = ("state.rng.python",)
+UNSEEDED: tuple[str, ...] = ()  # every saved RNG state is seeded (Python's random too)
 SETTINGS = """[model]
 levels = 20
 [model.net]

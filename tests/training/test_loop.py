@@ -43,7 +43,7 @@ def test_fit_writes_the_run_directory(gmm2d, tmp_path):
     result = _fit(gmm2d, tmp_path / "run", steps=6)
     assert result.step == 6 and result.stopped == "steps"
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["config.json", "log.jsonl", "model.safetensors", "state.pt"]
+    assert names == [".lock", "config.json", "log.jsonl", "model.safetensors", "state.pt"]  # .lock: runs/lock.py
     config = ckpt.read_config(tmp_path / "run")
     assert config["model"]["kind"] == "ddpm" and config["train"]["steps"] == 6
     assert config["scaling"]["kind"] == "vector" and config["data"]["spec"] == "gmm2d"

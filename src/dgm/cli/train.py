@@ -15,8 +15,13 @@ EXAMPLES = """examples:
   dgm train vae --data moons --out runs/moons-vae --steps 2000 --lr 1e-3
   dgm train ddpm --data images.npy --out runs/mine --config settings.toml
   dgm train ddpm --data gmm2d --out runs/gmm2d --resume --steps 8000   # continue to step 8000
+  dgm train ddpm --data gmm2d --out runs/lr --lr 0.5 --on-nan skip    # skip steps whose loss is NaN or inf
   dgm train ddpm --data digits --out runs/digits-c --conditional      # p(x | class), classifier-free guidance
   dgm train vae --data labelled.npz --out runs/cvae --conditional --label-dropout 0.2
+
+Ctrl-C (SIGINT) or SIGTERM stops at the end of the current step with a checkpoint (exit status 130 or 143;
+--resume continues exactly); a second one stops at once (the last checkpoint stays valid). One process at a time
+trains in a run directory: a second `dgm train` on it (--resume too) is refused while the first runs.
 
 several processes (each trains on its shard; global batch = --batch-size x processes; on CPU they talk
 over gloo; with --cpu, accelerate 1.15 starts one process and dgm starts the others, on Linux):
@@ -46,6 +51,7 @@ def add_parser(sub) -> None:
     from dgm.models import MODEL_KINDS
     from dgm.models.ddpm import MODEL_VARIANCES, SCHEDULES
     from dgm.training.config import PRECISIONS
+    from dgm.training.divergence import MAX_CONSECUTIVE_SKIPS, ON_NAN
 
     p = sub.add_parser("train", help="train a model", description="Train a DDPM, VAE or HVAE; write "
                        "checkpoints, config.json and log.jsonl to --out.", epilog=EXAMPLES,
@@ -81,6 +87,10 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--mixed-precision", choices=PRECISIONS,
                    help="autocast the forward pass (fp16 with loss scaling)")
+    p.add_argument("--on-nan", choices=ON_NAN, default="stop", help="a loss or gradient norm that is NaN or "
+                   "infinite: stop with an error naming the step (default; the last checkpoint is kept), or skip the "
+                   f"step (no update; counted as skipped_nonfinite in log.jsonl; {MAX_CONSECUTIVE_SKIPS} in a row "
+                   "stop the run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -113,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from dgm.training.config import TrainConfig, merge_settings
     from dgm.training.loop import fit
     from dgm.training.recipes import default_threads, recipe
+    from dgm.training.signals import EXIT_STATUS
 
     out = Path(args.out)
     stored = ckpt.read_config(out) if args.resume and (out / ckpt.CONFIG).exists() else None
@@ -162,17 +173,26 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(model_cfg)
     config = TrainConfig.from_dict(train_cfg)
     threads, before = args.threads or default_threads(data.scaling), torch.get_num_threads()
+
+    def finish(result) -> None:  # rank 0, after the final checkpoint, while the run directory is still locked
+        skipped = f", {result.skipped_nonfinite} non-finite steps skipped" if result.skipped_nonfinite else ""
+        print(f"dgm: {args.kind} at step {result.step} (stopped by {result.stopped}) after "
+              f"{result.seconds:.0f} s, last loss {result.loss:.4g}{skipped}; checkpoint in {out}", file=sys.stderr)
+        torch.set_num_threads(before)
+        if getattr(model, "variance", None) == "analytic":
+            _estimate_analytic(result, data, out)
+
     try:
         torch.set_num_threads(threads or before)
         result = fit(model, data, out, train_config=config, resume=args.resume, progress=not args.no_progress,
-                     data_spec=spec, device=args.device)
+                     data_spec=spec, device=args.device, on_nan=args.on_nan, finish=finish)
     finally:
         torch.set_num_threads(before)
-    if result.main:
-        print(f"dgm: {args.kind} at step {result.step} (stopped by {result.stopped}) after "
-              f"{result.seconds:.0f} s, last loss {result.loss:.4g}; checkpoint in {out}", file=sys.stderr)
-        if getattr(model, "variance", None) == "analytic":
-            _estimate_analytic(result, data, out)
+    if result.stopped in EXIT_STATUS:  # SIGINT or SIGTERM: a checkpoint at a step boundary
+        if result.main:
+            print(f"dgm: {result.stopped}: {args.kind} stopped at step {result.step}; checkpoint in {out} "
+                  "(dgm train ... --resume continues it)", file=sys.stderr)
+        return EXIT_STATUS[result.stopped]
     return 0
 
 

@@ -4,21 +4,32 @@ folders of images and MNIST IDX files (LeCun's format, gzipped or raw).
 A raw array is continuous vectors, float (N, D), or uint8 images (N, H, W), (N, C, H, W) or (N, H, W, C)
 with C in {1, 3}; ``check_array`` tells which (and the layout) or names what is wrong. Labels
 (``dgm.data.labels``): ``y`` in an ``.npz``, the labels file beside MNIST images, class subfolders.
+
+Poison-proof (issue 14; ``dgm.data.limits``): headers are read before data, so an array of Python objects
+(pickle is never used: ``allow_pickle=False`` besides), a header that promises more than the file holds, or
+data larger than the available memory (a gzip or zip bomb too) are refused before anything is allocated;
+images are opened header first, so a decompression bomb, a side over ``MAX_IMAGE_SIDE`` or an animation is
+refused before a pixel is decoded; a symlink loop, a dangling link or an unreadable file among the images is
+an error, never skipped. Every refusal is one ValueError line naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 import struct
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
 from dgm.data.labels import encode_labels, idx_labels_path
+from dgm.data.limits import MAX_IMAGE_SIDE, check_npy_header, load_bytes, npy_header, require_memory
 
 __all__ = ["IMAGE_SUFFIXES", "check_array", "read_class_folders", "read_idx", "read_image_folder", "read_path"]
 
@@ -68,20 +79,34 @@ def read_path(path: Path) -> Labelled:
     if not name.endswith((".npy", ".npz")):
         raise ValueError(f"unsupported data file '{path}': expected .npy, .npz, an MNIST IDX file "
                          "(*-idx3-ubyte[.gz]) or a folder of images")
+    try:  # the headers first: no pickle, no truncated array, nothing larger than the memory
+        if name.endswith(".npy"):
+            with open(path, "rb") as f:
+                shape, dtype = npy_header(f, f"'{path}'")
+                check_npy_header(shape, dtype, path.stat().st_size - f.tell(), f"'{path}'")
+            wanted = []
+        else:
+            with zipfile.ZipFile(path) as zf:
+                keys = [n.removesuffix(".npy") for n in zf.namelist() if n.endswith(".npy")]
+                if not keys:
+                    raise ValueError(f"'{path}' holds no arrays")
+                wanted = ["x" if "x" in keys else "data" if "data" in keys else keys[0]]
+                wanted += ["y"] if "y" in keys and wanted == ["x"] else []
+                for key in wanted:
+                    with zf.open(key + ".npy") as f:
+                        shape, dtype = npy_header(f, f"'{path}' (array {key})")
+                        data_bytes = zf.getinfo(key + ".npy").file_size - f.tell()
+                    check_npy_header(shape, dtype, data_bytes, f"'{path}' (array {key})")
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"cannot read '{path}': {' '.join(str(err).split())}") from None
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded, None, None
-        with loaded:
-            keys = list(loaded.files)
-            if not keys:
-                raise ValueError(f"'{path}' holds no arrays")
-            raw = loaded["x" if "x" in keys else "data" if "data" in keys else keys[0]]
-            y = loaded["y"] if "y" in keys and "x" in keys else None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"cannot read '{path}': {err}") from None
-    except ValueError as err:  # e.g. an object array, which would need pickle
-        raise ValueError(f"cannot read '{path}': {err}") from None
+        if not wanted:
+            return np.load(path, allow_pickle=False), None, None
+        with np.load(path, allow_pickle=False) as loaded:
+            raw = loaded[wanted[0]]
+            y = loaded["y"] if "y" in wanted else None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"cannot read '{path}': {' '.join(str(err).split())}") from None
     if y is None:
         return raw, None, None
     labels, names = encode_labels(y, len(raw), f"'{path}' (array y)")
@@ -102,23 +127,34 @@ def _read_idx_labelled(path: Path) -> Labelled:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (LeCun's MNIST format), gzipped or raw: magic 0 0 type ndim, big-endian dims."""
+    """Parse an IDX file (LeCun's MNIST format), gzipped or raw: magic 0 0 type ndim, big-endian dims.
+
+    The header is read first: data larger than the available memory are refused before they are read (a
+    gzip bomb too), and exactly the bytes the header promises are read.
+    """
+    gz = path.name.lower().endswith(".gz")
     try:
-        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
-            buf = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read IDX file '{path}': {err}") from None
-    if len(buf) < 4 or buf[0] or buf[1] or buf[2] not in _IDX_TYPES:
-        raise ValueError(f"'{path}' is not an IDX file (bad magic number {buf[:4].hex()})")
-    ndim, header = buf[3], 4 + 4 * buf[3]
-    if len(buf) < header:
-        raise ValueError(f"IDX file '{path}' is truncated inside its header")
-    dims = struct.unpack(f">{ndim}I", buf[4:header])
-    dtype = np.dtype(_IDX_TYPES[buf[2]])
-    if len(buf) - header != math.prod(dims) * dtype.itemsize:
-        raise ValueError(f"IDX file '{path}' holds {len(buf) - header} data bytes but its header "
-                         f"{dims} needs {math.prod(dims) * dtype.itemsize}")
-    return np.frombuffer(buf, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+        with (gzip.open if gz else open)(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] or magic[1] or magic[2] not in _IDX_TYPES:
+                raise ValueError(f"'{path}' is not an IDX file (bad magic number {magic.hex()})")
+            ndim, dtype = magic[3], np.dtype(_IDX_TYPES[magic[2]])
+            head = f.read(4 * ndim)
+            if len(head) < 4 * ndim:
+                raise ValueError(f"IDX file '{path}' is truncated inside its header")
+            dims = struct.unpack(f">{ndim}I", head)
+            nbytes = math.prod(dims) * dtype.itemsize
+            held = None if gz else os.fstat(f.fileno()).st_size - 4 - 4 * ndim
+            if held is None or held == nbytes:
+                require_memory(load_bytes(dims, dtype.itemsize), f"IDX file '{path}'")
+                buf = f.read(nbytes)
+                held = len(buf) + len(f.read(1))  # one byte more than promised: a longer file
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"cannot read IDX file '{path}': {' '.join(str(err).split())}") from None
+    if held != nbytes:
+        shown = f"more than {nbytes}" if held > nbytes and gz else str(held)
+        raise ValueError(f"IDX file '{path}' holds {shown} data bytes but its header {dims} needs {nbytes}")
+    return np.frombuffer(buf, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def read_image_folder(folder: Path) -> np.ndarray:
@@ -140,7 +176,7 @@ def read_class_folders(folder: Path) -> Labelled:
     """
     if _image_files(folder):
         return read_image_folder(folder), None, None
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [p for p in _entries(folder) if p.is_dir() and not p.name.startswith(".")]
     if not classes:
         raise ValueError(f"folder '{folder}' holds no image files ({' '.join(IMAGE_SUFFIXES)}) and no class folders")
     files, labels = [], []
@@ -154,24 +190,71 @@ def read_class_folders(folder: Path) -> Labelled:
     return _read_images(files, folder), encode_labels(np.array(labels), len(labels), f"'{folder}'", names)[0], names
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; a folder that cannot be listed is a one-line ValueError."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise ValueError(f"cannot list folder '{folder}': {err.strerror or err}") from None
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of ``folder`` (by suffix), sorted. An image name that cannot be followed (a symlink
+    loop, a dangling link) is an error, never silently skipped."""
+    files = []
+    for p in _entries(folder):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            p.stat()
+        except OSError as err:
+            raise ValueError(f"unreadable image '{p}': {err.strerror or err} (a symlink loop or a dangling "
+                             "link?)") from None
+        if p.is_file():
+            files.append(p)
+    return files
+
+
+def _open_image(p: Path):
+    """``p`` opened by Pillow (header only), refused when it is no still 8-bit image of at most
+    ``MAX_IMAGE_SIDE`` pixels a side (a decompression bomb is caught before any pixel is decoded)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(p)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ValueError(f"image '{p}' is too large to read safely ({' '.join(str(err).split())})") from None
+    if not (0 < im.width <= MAX_IMAGE_SIDE and 0 < im.height <= MAX_IMAGE_SIDE):
+        im.close()
+        raise ValueError(f"image '{p}' is {im.width}x{im.height} pixels; dgm reads images of 1 to "
+                         f"{MAX_IMAGE_SIDE} pixels a side")
+    if getattr(im, "n_frames", 1) > 1:
+        frames = im.n_frames
+        im.close()
+        raise ValueError(f"image '{p}' has {frames} frames (an animation); dgm reads still images only")
+    if im.mode in ("I", "I;16", "I;16B", "F"):
+        im.close()
+        raise ValueError(f"image '{p}' has {im.mode} pixels; only 8-bit images are supported")
+    return im
 
 
 def _read_images(files: list[Path], folder: Path) -> np.ndarray:
-    """The images ``files`` -> uint8 (N, C, H, W), as ``read_image_folder`` describes."""
-    from PIL import Image
-
+    """The images ``files`` -> uint8 (N, C, H, W), as ``read_image_folder`` describes. The first image's size
+    times the number of files must fit in memory before the images are decoded."""
     images = []
     for p in files:
         try:
-            with Image.open(p) as im:
-                if im.mode in ("I", "I;16", "I;16B", "F"):
-                    raise ValueError(f"image '{p}' has {im.mode} pixels; only 8-bit images are supported")
-                im = im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
+            with _open_image(p) as im:
+                gray = im.mode in ("1", "L", "LA")
+                if not images:
+                    require_memory(load_bytes((len(files), 1 if gray else 3, im.height, im.width), 1),
+                                   f"the {len(files)} images of '{folder}'")
+                im = im.convert("L" if gray else "RGB")
                 a = np.asarray(im, dtype=np.uint8)
-        except (OSError, SyntaxError) as err:
-            raise ValueError(f"unreadable image '{p}': {err}") from None
+        except (OSError, SyntaxError, EOFError) as err:
+            raise ValueError(f"unreadable image '{p}': {' '.join(str(err).split())}") from None
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         if images[-1].shape[1:] != images[0].shape[1:]:
             raise ValueError(f"images in '{folder}' differ in size: '{files[0].name}' is "

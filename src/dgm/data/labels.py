@@ -4,8 +4,9 @@ Labels are one class index per example, 0..K-1, with K class names (index k is c
 - integer labels keep their values; their names are "0".."K-1" with K = the largest label + 1;
 - string labels become the positions of their values in the sorted list of distinct values, which are the
   names (so class folders "cat", "dog" are 0 and 1);
-- floats, booleans, negative values, a wrong count and object arrays are refused with one line naming the
-  file (or source) and the bad value.
+- floats, booleans, negative values, a wrong count, object arrays and more than ``MAX_CLASSES`` classes (an
+  absurd label such as 10**12 would otherwise ask for 10**12 class names) are refused with one line naming
+  the file (or source) and the bad value.
 
 Where the loaders find them (``dgm.data.files``): ``y`` beside ``x`` in an ``.npz``; the labels file beside
 MNIST images (``*-images-idx3-ubyte[.gz]`` -> ``*-labels-idx1-ubyte[.gz]``); the class subfolders of an image
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NO_LABELS_HINT", "encode_labels", "idx_labels_path", "integer_names"]
+__all__ = ["MAX_CLASSES", "NO_LABELS_HINT", "encode_labels", "idx_labels_path", "integer_names"]
+
+MAX_CLASSES = 1 << 16  # 65,536 classes (ImageNet-21k has 21,841); every class costs a name and a network row
 
 NO_LABELS_HINT = ("give an .npz with arrays x and y, a folder of class folders, MNIST images with their "
                   "*-labels-idx1-ubyte file beside them, or the built-in gmm2d or digits")
@@ -45,6 +48,8 @@ def encode_labels(labels, n: int, where: str, names: list[str] | None = None) ->
         values = a.astype(str)
         if names is None:
             names = sorted(set(values.tolist()))
+        if len(names) > MAX_CLASSES:
+            raise ValueError(f"{where}: {len(names):,} distinct labels; dgm takes at most {MAX_CLASSES:,} classes")
         order = {name: k for k, name in enumerate(names)}
         unknown = next((v for v in values.tolist() if v not in order), None)
         if unknown is not None:
@@ -55,6 +60,9 @@ def encode_labels(labels, n: int, where: str, names: list[str] | None = None) ->
     if n and a.min() < 0:
         raise ValueError(f"{where}: labels must be class indices >= 0, got {a.min()}")
     k = int(a.max()) + 1 if n else 0
+    if k > MAX_CLASSES:
+        raise ValueError(f"{where}: label {k - 1} would make {k:,} classes; dgm takes at most {MAX_CLASSES:,} "
+                         "(labels are class indices 0..K-1)")
     if names is None:
         names = integer_names(k)
     elif k > len(names):

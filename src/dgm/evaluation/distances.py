@@ -34,6 +34,15 @@ def as_vectors(x, name: str = "x", min_rows: int = 1) -> torch.Tensor:
     return x
 
 
+CHUNK_BYTES = 64 << 20  # at most this much per block of pairwise distances (float64), whatever N and M
+
+
+def _rows(chunk_size: int, columns: int) -> int:
+    """Rows per block of a (rows, ``columns``) float64 distance matrix: ``chunk_size`` at most, and at most
+    ``CHUNK_BYTES``, so that memory stays bounded when the other sample is large (60,000 images: 30,000 columns)."""
+    return max(1, min(chunk_size, CHUNK_BYTES // (8 * max(1, columns))))
+
+
 def _check_dims(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
@@ -138,9 +147,9 @@ def mmd_rbf(a, b, *, bandwidths: Sequence[float] | None = None, chunk_size: int 
 
     def kernel_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float64)
-        for xc in x.split(chunk_size):
+        for xc in x.split(_rows(chunk_size, y.shape[0])):
             d2 = _pairwise_sq_dists(xc, y)
-            total += sum(torch.exp(-d2 / (2 * h * h)).sum() for h in hs) / len(hs)
+            total += sum(torch.div(d2, -2 * h * h).exp_().sum() for h in hs) / len(hs)  # one temporary
         return total
 
     m, n = a.shape[0], b.shape[0]  # k(x, x) = 1 on the diagonal
@@ -153,16 +162,17 @@ def mmd_rbf(a, b, *, bandwidths: Sequence[float] | None = None, chunk_size: int 
 
 
 def knn_radii(x: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
-    """Distance of each row of x (N, D) to its k-th nearest neighbour among the other rows -> (N,)."""
+    """Distance of each row of x (N, D) to its k-th nearest neighbour among the other rows -> (N,), in blocks
+    of at most ``chunk_size`` rows and ``CHUNK_BYTES``."""
     out = [torch.cdist(xc, x, compute_mode="donot_use_mm_for_euclid_dist").topk(k + 1, largest=False)
-           .values[:, k] for xc in x.split(chunk_size)]
+           .values[:, k] for xc in x.split(_rows(chunk_size, x.shape[0]))]
     return torch.cat(out)
 
 
 def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk_size: int) -> float:
     """Fraction of ``points`` inside at least one ball B(centres_j, radii_j)."""
     inside = [(torch.cdist(pc, centres, compute_mode="donot_use_mm_for_euclid_dist") <= radii).any(1)
-              for pc in points.split(chunk_size)]
+              for pc in points.split(_rows(chunk_size, centres.shape[0]))]
     return float(torch.cat(inside).double().mean())
 
 

@@ -4,6 +4,11 @@ Models report nats per example in model space (docs/ARCHITECTURE.md). For contin
 variables x = (data - shift) / scale adds ``scaling.log_abs_det()`` = sum(log scale) to every negative
 log-density; discrete data (``bins``) have probabilities, which the scaling does not change. Every mean
 comes with its standard error over the examples (``*_se``).
+
+Never a silent NaN (issue 14): a bound, an NLL or a metric that is not finite is a one-line
+FloatingPointError naming it (and how many examples). Bounded memory: examples are evaluated batch by batch,
+and the ODE's batches and the sampling chunks of ``--metrics`` hold a fixed count of numbers (``ODE_NUMBERS``,
+``SAMPLE_NUMBERS``), so 28x28 images go fewer at a time than 2-D points (``benchmarks/eval_memory.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,30 @@ DENSITY_KEYS = ("nll_nats", "elbo_nats")  # negative log-densities of x: they mo
 LIKELIHOODS = ("vlb", "ode", "all")
 GAMMA_EXAMPLES = {"vector": 4096, "image": 512}  # training examples behind Gamma_i (each level sees each once)
 EXACT_DIVERGENCE_MAX_DIM = 16  # "auto": the exact divergence up to this D, Hutchinson above
+# Bounded memory (issue 14): examples per network call counted in numbers, not rows, so 28x28 images go fewer
+# at a time than 2-D points. One call of the MNIST recipe's UNet (benchmarks/eval_memory.py, peak RSS of the
+# process): the ODE's drift and divergence 1,124 MiB at 83 examples, 8,428 MiB at the former 1,000; a DDIM
+# sampling chunk of 334 examples 1,190 MiB.
+ODE_NUMBERS = 1 << 16  # per ODE batch: 1,000 vectors or 8x8 images (the cap), 83 MNIST images
+ODE_BATCH = 1000
+SAMPLE_NUMBERS = 1 << 18  # per call of model.sample: 4,096 vectors or 8x8 images (the cap), 334 MNIST images
+SAMPLE_CHUNK = 4096
 
 
-def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+def examples_per_call(numbers: int, dim: int, cap: int) -> int:
+    """How many examples of ``dim`` numbers make ``numbers`` numbers, between 1 and ``cap``."""
+    return max(1, min(cap, numbers // max(1, dim)))
+
+
+def _mean_se(values: torch.Tensor, name: str) -> tuple[float, float]:
+    """(mean, standard error) of per-example ``values``; FloatingPointError (one line, naming ``name``, how many
+    examples and the first) when one is NaN or infinite: a NaN is an error, never a silent number."""
     values = values.double()
+    bad = (~torch.isfinite(values)).nonzero().flatten()
+    if len(bad):
+        first = int(bad[0])
+        raise FloatingPointError(f"{name} is not finite for {len(bad)} of {len(values)} examples (example {first}: "
+                                 f"{values[first].item()}); the model is broken or diverged")
     se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else math.inf
     return values.mean().item(), se
 
@@ -50,17 +75,23 @@ def evaluate_nll(model, data: torch.Tensor, *, scaling=None, batch_size: int = 2
             parts.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float64).cpu().reshape(-1))
     result: dict[str, float] = {}
     for key, chunks in parts.items():
-        result[key], result[f"{key}_se"] = _mean_se(torch.cat(chunks))
+        result[key], result[f"{key}_se"] = _mean_se(torch.cat(chunks), f"the model's {key}")
     if scaling is not None and scaling.bins is None:
         shift = float(scaling.log_abs_det())
         result |= {key: result[key] + shift for key in DENSITY_KEYS if key in result}
     D = data[0].numel()
     result["bits_per_dim"] = result["nll_nats"] / (D * math.log(2))
     result["bits_per_dim_se"] = result["nll_nats_se"] / (D * math.log(2))
-    for key, value in result.items():
-        if not math.isfinite(value) and not key.endswith("_se"):
-            raise FloatingPointError(f"the model's {key} is {value} on this data")
+    _check_finite(result)
     return result
+
+
+def _check_finite(result: dict) -> None:
+    """FloatingPointError naming the first number of ``result`` that is NaN or infinite (a standard error of
+    a single example, ``inf``, aside)."""
+    for key, value in result.items():
+        if isinstance(value, float) and not math.isfinite(value) and not (key.endswith("_se") and value == math.inf):
+            raise FloatingPointError(f"{key} is {value}: not a finite number")
 
 
 def estimate_analytic_variance(model, x_train: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -84,14 +115,15 @@ def estimate_analytic_variance(model, x_train: torch.Tensor, *, generator: torch
 
 
 def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Generator | None = None,
-                 divergence: str = "auto", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int = 1000,
+                 divergence: str = "auto", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int | None = None,
                  labels: torch.Tensor | None = None) -> dict:
     """The probability-flow ODE likelihood of a DDPM on ``data`` (``dgm.evaluation.ode.ode_nll``), in data
     space like :func:`evaluate_nll`: ``ode_nll_nats``, ``ode_bits_per_dim`` with their ``*_se`` over examples,
     ``ode_hutchinson_se`` (the probes' share of the error; 0 with the exact divergence), ``ode_nfe`` (drift
     evaluations, summed over batches), ``ode_divergence`` and ``ode_t_start``. For dequantized discrete data
     it is the bound E_u[-log p(x0 + u)] - D log(2h) on -log P(x0), one draw of u per example (E37). A
-    conditional model's class ``labels`` (N,) are passed as ``cond`` (the NLL of x given c)."""
+    conditional model's class ``labels`` (N,) are passed as ``cond`` (the NLL of x given c). ``batch_size``
+    (examples per ODE solve; default ``ODE_NUMBERS`` numbers, at most 1,000 examples) bounds the memory."""
     from dgm.evaluation.ode import ode_nll
 
     if not hasattr(model, "continuous_view"):
@@ -99,6 +131,7 @@ def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Ge
     if len(data) == 0:
         raise ValueError("cannot evaluate an empty data set")
     D = data[0].numel()
+    batch_size = batch_size or examples_per_call(ODE_NUMBERS, D, ODE_BATCH)
     if divergence == "auto":
         divergence = "exact" if D <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
     model.eval()
@@ -113,20 +146,19 @@ def evaluate_ode(model, data: torch.Tensor, *, scaling=None, generator: torch.Ge
         values.append(nll.cpu() + offset)
         hutch_var += (stats["hutchinson_se"] * len(batch)) ** 2  # se of a batch mean, back to a sum's variance
         nfe, t_start = nfe + stats["nfe"], stats["t_start"]
-    mean, se = _mean_se(torch.cat(values))
+    mean, se = _mean_se(torch.cat(values), "the model's ODE NLL")
     if scaling is not None and scaling.bins is None:
         mean += float(scaling.log_abs_det())
     result = {"ode_nll_nats": mean, "ode_nll_nats_se": se, "ode_hutchinson_se": math.sqrt(hutch_var) / len(data),
               "ode_bits_per_dim": mean / (D * math.log(2)), "ode_bits_per_dim_se": se / (D * math.log(2)),
               "ode_nfe": nfe, "ode_divergence": divergence, "ode_t_start": t_start}
-    if not math.isfinite(mean):
-        raise FloatingPointError(f"the model's ODE NLL is {mean} on this data")
+    _check_finite(result)
     return result
 
 
 def data_nll(density, x: torch.Tensor, scaling) -> float:
     """The exact NLL (nats per example, data space) of model-space ``x`` under a known ``density``."""
-    nll = -density.log_prob(x.double()).mean().item()
+    nll = _mean_se(-density.log_prob(x.double()), "the data's exact NLL")[0]
     return nll + (float(scaling.log_abs_det()) if scaling.bins is None else 0.0)
 
 
@@ -203,12 +235,14 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
         from dgm.evaluation.metrics import quality_metrics
         from dgm.evaluation.reference import reference_set
 
-        fake = sample_model(model, n_samples, seed=seed, sampler=sampler, steps=steps)
+        fake = sample_model(model, n_samples, seed=seed, sampler=sampler, steps=steps,
+                            chunk=examples_per_call(SAMPLE_NUMBERS, math.prod(scaling.shape), SAMPLE_CHUNK))
         if data is None:
             real, result["reference"] = reference_set(dataset, n_samples, generator=g)
         else:
             real, result["reference"] = x, data  # every example of DATA, whatever max_examples says
         result |= quality_metrics(real, fake, kind=scaling.kind, names=list(metrics), generator=g)
+    _check_finite(result)
     return result
 
 

@@ -10,10 +10,14 @@ two disjoint halves of the real data, at the same sample sizes. A model is indis
 data (by that metric, at that sample size) when its value reaches the floor.
 
 ``inception_fd`` is the standard FID with pytorch-fid's Inception weights from a local file.
+
+Never a silent NaN: samples holding a NaN or an infinity, or a metric that comes out non-finite (features that
+overflow), are a one-line FloatingPointError naming them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +86,8 @@ def quality_metrics(real, fake, *, kind: str = "image", names: Sequence[str] = D
     real, fake = torch.as_tensor(real), torch.as_tensor(fake)
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real and fake differ in shape: {tuple(real.shape[1:])} vs {tuple(fake.shape[1:])}")
+    for what, x in (("reference examples", real), ("generated samples", fake)):
+        _require_finite(x, what)
     if kind == "image":
         from dgm.evaluation.features import features
 
@@ -103,14 +109,33 @@ def quality_metrics(real, fake, *, kind: str = "image", names: Sequence[str] = D
             "n_projections": n_projections}
     out: dict[str, float] = {}
     for name in dict.fromkeys("precision" if nm == "recall" else nm for nm in names):
-        value = _metric_values(name, ref, fake_f[:n], generator, opts)
-        floor = _metric_values(name, ref, held[:n], generator, opts)
+        try:
+            value = _metric_values(name, ref, fake_f[:n], generator, opts)
+            floor = _metric_values(name, ref, held[:n], generator, opts)
+        except torch.linalg.LinAlgError as err:  # eigh of a covariance that overflowed or is degenerate
+            raise FloatingPointError(f"the metric {name} could not be computed ({_first_line(err)})") from None
         for key in value:
             if key in ("precision", "recall") and key not in names:
                 continue
             out[key], out[key + "_floor"] = value[key], floor[key]
     out["n_reference"], out["n_compared"] = half, n
+    for key, value in out.items():  # a metric that overflowed or failed is an error, never a silent NaN
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the metric {key} is {value} (the features are too large or degenerate)")
     return out
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _require_finite(x: torch.Tensor, what: str) -> None:
+    """FloatingPointError naming how many of the examples ``x`` (N, ...) hold a NaN or an infinity."""
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1) if len(x) else torch.zeros(0, dtype=torch.bool)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise FloatingPointError(f"{int(bad.sum())} of the {len(x)} {what} hold a NaN or an infinity (the first: "
+                                 f"number {first}); no metric computed")
 
 
 # --------------------------------------------------------------------------------- Inception FID

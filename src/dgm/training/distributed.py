@@ -61,6 +61,15 @@ class ProcessGroup:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
+    def max_each(self, values: list[float]) -> list[float]:
+        """The largest value of each entry of ``values`` over processes (one all-reduce): flags that every
+        process must act on together (a signal, a non-finite loss, the time limit)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return t.tolist()
+
     def broadcast_(self, module: torch.nn.Module):
         """Copy rank 0's weights and buffers of ``module`` to every process."""
         if self.world > 1:
