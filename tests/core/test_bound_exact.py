@@ -497,3 +497,19 @@ def test_dequantized_evaluate_is_vlb_of_x0_plus_u_minus_d_log_2h():
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     eps_hat = model.denoiser(y, torch.full((4,), 5))
     assert eps_hat.abs().min() > 1e-3  # the randomized net is not the zero denoiser of a fresh MLP
+
+
+def test_vlb_bounds_the_numbers_per_call():
+    """28x28 images go at most 2**17 numbers (167 rows) a denoiser call, not max_batch = 2048 rows (3 GiB of
+    activations for an MNIST UNet). Catches the chunking by rows alone."""
+    from dgm.core.bound import MAX_NUMBERS
+
+    rows = []
+
+    def record(x, i):
+        rows.append(x.shape[0])
+        return torch.zeros_like(x)
+
+    s = dgm.Schedule.linear(400)
+    dgm.vlb(record, s, torch.zeros(2, 1, 28, 28), bins=256)
+    assert max(rows) * 784 <= MAX_NUMBERS and sum(rows) == 2 * 400

@@ -24,6 +24,8 @@ from dgm.core.parameterization import call_denoiser, eps_to_mean, eps_to_x0
 from dgm.core.reverse import posterior, reverse_variance, variance_table
 from dgm.core.schedule import Schedule
 
+MAX_NUMBERS = 2**17  # numbers per denoiser call of vlb: bounds its memory whatever the example size
+
 __all__ = ["vlb", "vlb_reference", "decoder_nll", "bits_per_dim"]
 
 
@@ -81,7 +83,8 @@ def vlb(
     reverse variance (``dgm.core.reverse.reverse_variance``: "fixed_small", the default, "fixed_large", a
     table or a callable). The decoder at level 1 is N(x0_hat(x_1, 1), v_1) for continuous data
     (``bins=None``) or its discretization to ``bins`` values in [-1, 1] (E36). ``cond`` (labels (B,)) is
-    passed to the denoiser. Levels are batched ``max_batch // B`` at a time. Returns (B,) float64, or with
+    passed to the denoiser. Levels are batched ``min(max_batch, MAX_NUMBERS // D) // B`` at a time (D numbers
+    per example: at most 2**17 numbers a call, so 28x28 images go 167 rows a call). Returns (B,) float64, or with
     ``return_terms`` a dict with ``total``, ``prior`` (B,), ``decoder`` (B,) and ``levels`` (B, L + 1; the
     KL at level i, 0 at levels 0 and 1).
     """
@@ -92,7 +95,7 @@ def vlb(
     B = x0.shape[0]
     levels = torch.zeros(B, s.L + 1, dtype=torch.float64)
     decoder = torch.zeros(B, dtype=torch.float64)
-    per_call = max(1, max_batch // B)
+    per_call = max(1, min(max_batch, MAX_NUMBERS // max(1, x0[0].numel())) // B)
     all_levels = list(range(1, s.L + 1))
     for start in range(0, s.L, per_call):
         chunk = all_levels[start : start + per_call]
