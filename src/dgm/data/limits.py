@@ -9,18 +9,19 @@
   MemAvailable and the cgroup's headroom, since a container's /proc/meminfo shows the host's).
 - ``MAX_IMAGE_SIDE``: the largest image side dgm reads (a decompression bomb is refused from its header).
 
-``dgm.runs.resources`` probes memory the same way for checkpoints; this one lives here because data/ may not
-import runs/ (docs/ARCHITECTURE.md's layers).
+The memory probe lives here, the lowest layer that needs it; ``dgm.runs.resources`` (checkpoints, samples)
+imports it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_IMAGE_SIDE", "MEMORY_FRACTION", "available_memory", "check_npy_header", "load_bytes",
+__all__ = ["MAX_IMAGE_SIDE", "MEMORY_FRACTION", "available_memory", "check_npy_header", "gib", "load_bytes",
            "npy_header", "require_memory"]
 
 MAX_IMAGE_SIDE = 4096  # pixels: 16.7 M pixels at most, well below Pillow's decompression-bomb warning (89 M)
@@ -30,28 +31,49 @@ CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"), 
                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
 
-def _gib(n: float) -> str:
-    return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.3g} MiB"
+def gib(n: float) -> str:
+    """Bytes as a short human figure: "12.3 GiB", "512 MiB", "800 B"."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
 
 
-def available_memory() -> int | None:
-    """Bytes a new allocation can take: the smaller of /proc/meminfo's MemAvailable and the cgroup's limit
-    minus its usage; None where neither can be read (then nothing is refused)."""
-    found = []
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
-            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """The cgroup's memory limit minus its usage, or None without a (finite) limit."""
     for limit_file, usage_file in CGROUP_FILES:
         try:
-            limit, usage = Path(limit_file).read_text().strip(), int(Path(usage_file).read_text().strip())
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
         except (OSError, ValueError):
             continue
         if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge number: no limit
-            found.append(max(0, int(limit) - usage))
-            break
-    return min(found) if found else None
+            return max(0, int(limit) - usage)
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take without swapping: the smaller of MemAvailable and the
+    cgroup's headroom (a container's /proc/meminfo shows the host's); ``os.sysconf`` free pages where /proc is
+    missing; None when nothing can tell (then nothing is refused). ``dgm.runs.resources`` uses this one too."""
+    found = [v for v in (_meminfo_available(), _cgroup_headroom()) if v is not None]
+    if not found:
+        try:
+            found = [os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(found)
 
 
 def load_bytes(shape, itemsize: int) -> int:
@@ -65,7 +87,7 @@ def require_memory(nbytes: int, where: str) -> None:
     """ValueError (one line) when loading ``where`` needs more than ``MEMORY_FRACTION`` of the available memory."""
     have = available_memory()
     if have is not None and nbytes > MEMORY_FRACTION * have:
-        raise ValueError(f"{where} needs about {_gib(nbytes)} of memory to load, but only {_gib(have)} is "
+        raise ValueError(f"{where} needs about {gib(nbytes)} of memory to load, but only {gib(have)} is "
                          "available; refusing before reading it")
 
 
