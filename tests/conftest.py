@@ -76,3 +76,54 @@ def one_line_error(capsys):
         return lines[0]
 
     return run
+
+
+# The other process loads lock.py by its path: it imports nothing of dgm, so it starts in milliseconds instead of
+# importing torch through the package.
+_LOCK_LOAD = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("lock", {path!r})
+lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lock)
+"""
+_LOCK_HOLD = """
+with lock.run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+_LOCK_TRY = """
+try:
+    with lock.run_lock(sys.argv[1]):
+        print("acquired")
+except lock.RunLockedError as err:
+    print(err)
+"""
+
+
+@pytest.fixture
+def lock_process():
+    """Another process and a run directory's lock (``dgm.runs.lock``): ``holder(run)`` starts one that holds the
+    lock (it says "held" first; kill it when done); ``attempt(run)`` is what ``run_lock(run)`` does in a fresh
+    process: "acquired" or the error message; ``probe(run)`` is "free" or "locked"."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from dgm.runs import lock
+
+    load = _LOCK_LOAD.format(path=lock.__file__)
+
+    def holder(run):
+        proc = subprocess.Popen([sys.executable, "-c", load + _LOCK_HOLD, str(run)], stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    def attempt(run) -> str:
+        done = subprocess.run([sys.executable, "-c", load + _LOCK_TRY, str(run)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    return SimpleNamespace(holder=holder, attempt=attempt,
+                           probe=lambda run: "free" if attempt(run) == "acquired" else "locked")

@@ -3,58 +3,19 @@ error naming the directory and the holder's pid; a holder killed with SIGKILL le
 
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from dgm.runs import lock as lock_module
 from dgm.runs.lock import LOCK, RunLockedError, lock_holder, run_lock
 
-# The other processes load lock.py by its path: it imports nothing of dgm, so they start in milliseconds
-# instead of importing torch through the package.
-LOAD = f"""
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("lock", {str(Path(lock_module.__file__))!r})
-lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lock)
-"""
-HOLD = LOAD + """
-with lock.run_lock(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(120)
-"""
-TRY = LOAD + """
-try:
-    with lock.run_lock(sys.argv[1]):
-        print("acquired")
-except lock.RunLockedError as err:
-    print(err)
-"""
 
-
-def _holder(run_dir: Path) -> subprocess.Popen:
-    """A process that takes the lock of ``run_dir``, says "held", and sleeps."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def _from_another_process(run_dir: Path) -> str:
-    """What ``run_lock(run_dir)`` does in a fresh process: "acquired" or the error message."""
-    done = subprocess.run([sys.executable, "-c", TRY, str(run_dir)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def test_a_second_process_is_refused_naming_the_directory_and_holder(tmp_path):
+def test_a_second_process_is_refused_naming_the_directory_and_holder(tmp_path, lock_process):
     """Catches a lock that is not taken (the second process acquires), a blocking flock (the second one
     hangs instead of answering), or an error without the pid or the directory."""
     run = tmp_path / "run"
-    holder = _holder(run)
+    holder = lock_process.holder(run)
     try:
-        message = _from_another_process(run)
+        message = lock_process.attempt(run)
         assert message.startswith(f"run directory {str(run)!r} is in use") and "\n" not in message
         assert f"(pid {holder.pid})" in message and lock_holder(run) == holder.pid
     finally:
@@ -62,15 +23,15 @@ def test_a_second_process_is_refused_naming_the_directory_and_holder(tmp_path):
         holder.wait()
 
 
-def test_a_holder_killed_with_sigkill_leaves_the_lock_free(tmp_path):
+def test_a_holder_killed_with_sigkill_leaves_the_lock_free(tmp_path, lock_process):
     """Catches a lock that outlives its process (a lock file created with O_EXCL, or a pid check): after
     SIGKILL the file still holds the dead pid, but the next process takes the lock."""
     run = tmp_path / "run"
-    holder = _holder(run)
+    holder = lock_process.holder(run)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert lock_holder(run) == holder.pid  # the stale pid is still written ...
-    assert _from_another_process(run) == "acquired"  # ... but the kernel released the lock
+    assert lock_process.attempt(run) == "acquired"  # ... but the kernel released the lock
 
 
 def test_the_same_process_cannot_hold_it_twice_and_release_frees_it(tmp_path):
