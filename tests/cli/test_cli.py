@@ -234,3 +234,16 @@ def test_vae_on_digits_end_to_end(capsys, tmp_path, one_line_error):
     assert "data_nll_nats" not in result
     # FD against all 1,797 digits (not the 180 held out): 400 samples against 400 of the other half
     assert result["reference"] == "all data" and result["n_compared"] == 400 and result["n_reference"] == 899
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_mixed_precision_auto_is_recorded_resolved(tmp_path, settings, monkeypatch, fast):
+    # catches: "auto" passed on to TrainConfig (not a precision: the run fails) or recorded unresolved (a resume on
+    # another machine would change precision), or bf16 chosen where the probe says it is not faster
+    import dgm.training.recipes as recipes
+
+    monkeypatch.setattr(recipes, "bf16_is_fast", lambda device: fast)
+    out = tmp_path / "run"
+    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(settings), "--steps", "2",
+                 "--mixed-precision", "auto", "--no-progress"]) == 0
+    assert ckpt.read_config(out)["train"]["mixed_precision"] == ("bf16" if fast else "no")

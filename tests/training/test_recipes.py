@@ -37,3 +37,17 @@ def test_recipes_follow_the_data():
 def test_unknown_kind_is_named():
     with pytest.raises(ValueError, match="'flow'"):
         recipe("flow", SCALINGS["vector"])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_resolved_for_the_device(monkeypatch, fast):
+    # catches: "auto" reaching TrainConfig (it is not a precision), or bf16 chosen where it is not faster
+    import dgm.training.recipes as recipes
+
+    monkeypatch.setattr(recipes, "bf16_is_fast", lambda device: fast)
+    assert recipes.TABLE["ddpm", "image"]["train"]["mixed_precision"] == "auto"
+    _, train = recipe("ddpm", SCALINGS["image"], "cpu")
+    assert train["mixed_precision"] == ("bf16" if fast else "no")
+    assert recipes.resolve_precision("fp16", "cpu") == "fp16"  # an explicit choice stays
+    _, vector = recipe("ddpm", SCALINGS["vector"], "cpu")
+    assert vector.get("mixed_precision", "no") == "no"

@@ -1,0 +1,320 @@
+"""MNIST time to quality: dgm's default recipe against diffusers' train_unconditional recipe, same 2 cores.
+
+    .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR [--budgets 5 10 15] [--seeds 0 1 2]
+        [--sides dgm diffusers] [--dgm-config FILE.toml] [--label NAME] [--threads 2] [--bpd-examples 50]
+    .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --sides dgm --fixed-steps 300 --dgm-config F
+        (a lever: dgm's recipe with the settings of F layered on it, judged after a fixed number of steps)
+
+Both sides train on the first 9,000 images of the MNIST t10k file and are judged on the last 1,000 (issue 13):
+
+- **dgm**: ``dgm train ddpm --data <t10k images> --heldout-last 1000 --minutes B`` (the default recipe, no flags;
+  ``--dgm-config`` layers a settings file on it, to measure a lever), then ``--resume --minutes (B' - B)`` for each
+  next budget: checkpoints of one run, each segment timed by dgm itself (process start-up and evaluation are
+  outside the budget). Samples: the EMA weights, ``dpm++2m`` at 20 steps (dgm's quadratic level grid).
+- **diffusers**: ``UNet2DModel(sample_size=28, block_out_channels=(32, 64, 64), layers_per_block=1,
+  down Down/Down/AttnDown, norm_num_groups=8, attention_head_dim=32)``, ``DDPMScheduler(1000)`` (linear),
+  AdamW lr 1e-3 (weight decay 1e-6, 200 warm-up steps, then constant: a run cut by the clock has no length for a
+  cosine), batch 64, gradient clipping at 1, ``EMAModel(decay=0.9999, use_ema_warmup=True, power=3/4)``; no
+  horizontal flips (digits are not mirror-symmetric). Trained in this process; the clock stops while it is
+  evaluated. Samples: the EMA weights, ``DPMSolverMultistepScheduler`` at 20 steps.
+
+Metrics, in the feature space of the shipped MNIST net (``dgm.evaluation.features``): FD of 1,000 samples against
+the 1,000 held-out images; the real-data baseline is FD of the first 1,000 training images against the same
+held-out images, and the excess is FD minus it; precision/recall (k = 3) against the held-out features; the
+classifier's confident rate (top probability >= 0.9). At the last budget over ``--seeds`` sampling seeds (mean,
+min..max), at the others the first seed (``--all-seeds``: all).
+Bits/dim at the last budget: dgm's variational bound (``dgm.evaluation.likelihood.evaluate_nll``, all 1,000
+levels) on the first ``--bpd-examples`` held-out images, for both nets (the diffusers net is wrapped as a dgm
+denoiser: its timestep t is level t + 1, and DDPMScheduler's linear betas are the variances of dgm's linear
+schedule; its bound is Ho et al.'s discretized one, dgm's the dequantized one: both bound -log P of the 8-bit
+images).
+
+Writes DIR/results.json (every number), DIR/table.md, and DIR/<side>/ (the dgm run; diffusers weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DGM = str(Path(sys.executable).with_name("dgm"))
+N_TRAIN, N_HELDOUT = 9000, 1000
+
+
+def mnist_dir(arg: str | None) -> Path:
+    d = Path(arg) if arg else ROOT.parent / "shared" / "data" / "mnist"
+    if not (d / "t10k-images-idx3-ubyte.gz").exists():
+        raise SystemExit(f"no MNIST t10k images in {str(d)!r} (--mnist DIR)")
+    return d
+
+
+def load_images(d: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train (9000, 1, 28, 28), heldout (1000, 1, 28, 28)) in model space [-1, 1]."""
+    from dgm.evaluation.features import training_data
+
+    x_train, _, x_held, _ = training_data("mnist28", d)
+    return x_train, x_held
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+class Judge:
+    """The fixed parts of the protocol: held-out features, the real-data baseline, the classifier."""
+
+    def __init__(self, x_train: torch.Tensor, x_held: torch.Tensor):
+        from dgm.evaluation.distances import frechet_distance
+        from dgm.evaluation.features import features
+
+        self.held, self.x_held = features(x_held), x_held
+        real = x_train[:N_HELDOUT]
+        self.baseline = {"fd": frechet_distance(features(real), self.held), **self._others(real)}
+
+    def _others(self, x: torch.Tensor) -> dict:
+        from dgm.evaluation.distances import precision_recall
+        from dgm.evaluation.features import features, load_feature_net
+
+        p, r = precision_recall(self.held, features(x), k=3)
+        net = load_feature_net(x.shape[1:])
+        with torch.no_grad():
+            prob = torch.cat([net(c).softmax(1) for c in x.float().split(500)])
+        return {"precision": p, "recall": r, "confident": prob.max(1).values.ge(0.9).double().mean().item()}
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        from dgm.evaluation.distances import frechet_distance
+        from dgm.evaluation.features import features
+
+        x = x.clamp(-1, 1).float()
+        fd = frechet_distance(features(x), self.held)
+        return {"fd": fd, "excess_fd": fd - self.baseline["fd"], **self._others(x)}
+
+
+def spread(rows: list[dict]) -> dict:
+    """{key: {"mean", "min", "max"}} over the seeds."""
+    return {k: {"mean": sum(r[k] for r in rows) / len(rows), "min": min(r[k] for r in rows),
+                "max": max(r[k] for r in rows)} for k in rows[0]}
+
+
+def bits_per_dim(model, x_held: torch.Tensor, n: int) -> dict:
+    from dgm.evaluation.likelihood import evaluate_nll
+
+    r = evaluate_nll(model, x_held[:n], batch_size=50, generator=torch.Generator().manual_seed(0))
+    return {"bits_per_dim": r["bits_per_dim"], "bits_per_dim_se": r["bits_per_dim_se"], "n": n}
+
+
+# ------------------------------------------------------------------------------------------------ dgm
+
+
+def dgm_side(args, data: Path, judge: Judge, out: Path) -> list[dict]:
+    from dgm.runs.checkpoint import load_model
+
+    run = out / "dgm"
+    rows, done = [], 0.0
+    for budget in args.budgets:
+        cmd = [DGM, "train", "ddpm", "--out", str(run), "--no-progress"]
+        cmd += ["--steps", str(args.fixed_steps)] if args.fixed_steps else ["--minutes", f"{budget - done:g}"]
+        if done == 0:
+            cmd += ["--data", str(data / "t10k-images-idx3-ubyte.gz"), "--heldout-last", str(N_HELDOUT)]
+            if args.dgm_config:
+                cmd += ["--config", args.dgm_config]
+        else:
+            cmd += ["--resume"]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        done = budget
+        steps = int(torch.load(run / "state.pt", weights_only=True)["step"])
+        model, _ = load_model(run)
+        rows.append(judge_model(args, judge, budget, steps, "dgm",
+                                lambda seed, m=model: m.sample(N_HELDOUT, sampler="dpm++2m", steps=20,
+                                                               generator=torch.Generator().manual_seed(seed)),
+                                lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples), run))
+    return rows
+
+
+def judge_model(args, judge: Judge, budget: float, steps: int, side: str, draw, bpd, where: Path) -> dict:
+    per_seed, t0 = [], time.monotonic()
+    last = budget == args.budgets[-1]
+    seeds = args.seeds if last or args.all_seeds else args.seeds[:1]
+    for seed in seeds:
+        with torch.no_grad():
+            x = draw(seed)
+        per_seed.append(judge(x))
+        if seed == args.seeds[0]:
+            save_grid(x[:100], where / f"samples_{budget:g}min.png")
+    sample_s = (time.monotonic() - t0) / len(seeds)
+    row = {"side": side, "minutes": budget, "steps": steps, "per_seed": per_seed, **spread(per_seed),
+           "sample_seconds": sample_s, "seeds": seeds}
+    if args.bpd_examples and last:
+        row["bpd"] = bpd()
+    print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)
+    return row
+
+
+def save_grid(x: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:100, 0]
+    side = int(math.sqrt(len(x)))
+    x = x[: side * side].reshape(side, side, 28, 28).permute(0, 2, 1, 3).reshape(side * 28, side * 28)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(x.numpy()).save(path)
+
+
+# ------------------------------------------------------------------------------------------ diffusers
+
+
+class DiffusersAsDenoiserNet(torch.nn.Module):
+    """A diffusers UNet2DModel as a dgm net: level i is diffusers' timestep i - 1."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, i, cond=None):
+        t = (torch.as_tensor(i, device=x.device).reshape(-1).expand(x.shape[0]) - 1).clamp(min=0)
+        return self.unet(x, t).sample
+
+
+def diffusers_bpd(unet, judge: Judge, n: int) -> dict:
+    from dgm.models import build_model
+    from dgm.models.ddpm import DDPM
+
+    small = {"kind": "unet", "base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "groups": 8,
+             "head_channels": 8}  # replaced by the diffusers net below
+    model = build_model(DDPM.complete_config({"net": small, "schedule": "linear", "levels": 1000, "prediction": "eps",
+                                              "objective": "eps", "weighting": "simple", "dequantize": False},
+                                             [1, 28, 28], 256))
+    model.denoiser.net = DiffusersAsDenoiserNet(unet)
+    return bits_per_dim(model, judge.x_held.reshape(-1, 1, 28, 28), n)
+
+
+def diffusers_side(args, x_train: torch.Tensor, judge: Judge, out: Path) -> list[dict]:
+    import diffusers
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=32)
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=1e-6)
+    lr_sched = diffusers.optimization.get_scheduler("constant_with_warmup", opt, num_warmup_steps=200)
+    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=3 / 4)
+    g = torch.Generator().manual_seed(0)
+    rows, step, trained, where = [], 0, 0.0, out / "diffusers"
+    perm, pos = torch.randperm(len(x_train), generator=g), 0
+    for budget in args.budgets:
+        t0 = time.monotonic()
+        while trained + (time.monotonic() - t0) < 60 * budget:
+            if pos + 64 > len(perm):
+                perm, pos = torch.randperm(len(x_train), generator=g), 0
+            x0 = x_train[perm[pos : pos + 64]]
+            pos += 64
+            noise = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, 1000, (len(x0),), generator=g)
+            loss = torch.nn.functional.mse_loss(unet(sched.add_noise(x0, noise, t), t).sample, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            lr_sched.step()
+            ema.step(unet.parameters())
+            step += 1
+            if step % 200 == 0:
+                print(f"diffusers step {step} loss {loss.item():.4f} {trained + time.monotonic() - t0:.0f} s",
+                      flush=True)
+        trained += time.monotonic() - t0
+        ema_unet = copy.deepcopy(unet)
+        ema.copy_to(ema_unet.parameters())
+        ema_unet.eval()
+        where.mkdir(parents=True, exist_ok=True)
+        torch.save(ema_unet.state_dict(), where / f"ema_{budget:g}min.pt")
+
+        def draw(seed, net=ema_unet):
+            solver = diffusers.DPMSolverMultistepScheduler.from_config(sched.config)
+            solver.set_timesteps(20)
+            x = torch.randn((N_HELDOUT, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
+            for t in solver.timesteps:
+                x = solver.step(net(x, t).sample, t, x).prev_sample
+            return x
+
+        rows.append(judge_model(args, judge, budget, step, "diffusers", draw,
+                                lambda net=ema_unet: diffusers_bpd(net, judge, args.bpd_examples), where))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def table(results: dict) -> str:
+    b = results["baseline"]
+    lines = [f"Real data (1,000 training images vs the 1,000 held-out): FD {b['fd']:.2f}, precision "
+             f"{b['precision']:.3f}, recall {b['recall']:.3f}, confident {b['confident']:.3f}.", "",
+             "| side | minutes | steps | FD (mean, min..max) | excess FD | precision | recall | confident | "
+             "bits/dim | sampling s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        bpd = f"{r['bpd']['bits_per_dim']:.3f} +- {r['bpd']['bits_per_dim_se']:.3f}" if "bpd" in r else "-"
+        lines.append(f"| {r['side']} | {r['minutes']:g} | {r['steps']} | {r['fd']['mean']:.2f} "
+                     f"({r['fd']['min']:.2f}..{r['fd']['max']:.2f}) | {r['excess_fd']['mean']:.2f} | "
+                     f"{r['precision']['mean']:.3f} | {r['recall']['mean']:.3f} | {r['confident']['mean']:.3f} "
+                     f"({r['confident']['min']:.3f}..{r['confident']['max']:.3f}) | {bpd} | "
+                     f"{r['sample_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--mnist", help="folder of the MNIST t10k IDX files (default ../shared/data/mnist)")
+    p.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 15], help="minutes of training")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sides", nargs="+", default=["dgm", "diffusers"], choices=["dgm", "diffusers"])
+    p.add_argument("--dgm-config", help="a dgm train --config TOML file layered on the recipe (a lever)")
+    p.add_argument("--all-seeds", action="store_true", help="every seed at every budget (default: the first "
+                   "seed only, but every seed at the last budget)")
+    p.add_argument("--fixed-steps", type=int, help="dgm only: train for this many steps instead of --budgets (one "
+                   "budget; compares levers at equal steps)")
+    p.add_argument("--label", default="", help="a name for this run in results.json")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bpd-examples", type=int, default=50, help="held-out images for bits/dim at the last budget "
+                   "(0: skip)")
+    args = p.parse_args()
+    if args.fixed_steps:
+        if args.sides != ["dgm"]:
+            raise SystemExit("--fixed-steps needs --sides dgm")
+        args.budgets = [0.0]
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"--out {str(out)!r} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    data = mnist_dir(args.mnist)
+    x_train, x_held = load_images(data)
+    judge = Judge(x_train, x_held)
+    results = {"label": args.label, "args": vars(args), "baseline": judge.baseline, "rows": [],
+               "load_start": os.getloadavg(), "torch": torch.__version__, "started": time.ctime()}
+    for side in args.sides:
+        rows = dgm_side(args, data, judge, out) if side == "dgm" else diffusers_side(args, x_train, judge, out)
+        results["rows"] += rows
+        results["load_end"] = os.getloadavg()
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / "table.md").write_text(table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
