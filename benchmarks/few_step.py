@@ -17,6 +17,19 @@ timestep_spacing linspace, leading, trailing; lower-order or Euler final step), 
 Karras sigmas), EulerDiscreteScheduler (default and Karras sigmas), each at the three spacings, driven by
 eps*(x, t + 1) at diffusers' (rounded) timestep t, as a diffusers pipeline calls a trained network.
 ``--quick``: n = 4,000, NFE 5 and 10, a reduced sweep. Timings are not measured.
+
+``--trained RUN_DIR``: a trained DDPM run's EMA denoiser instead of eps*, on images (digits, MNIST). FD in the
+shipped digit feature space (``dgm.evaluation.features``) of n samples (clamped to [-1, 1]) against the run's
+held-out images. dgm rows: dpm++2m, dpm++3m, unipc, unipc3 on the quadratic and uniform grids, and the
+samplers of ``--grid-samplers`` on a grid optimized from the denoiser and ``--grid-examples`` training images
+(at the NFE of ``--grid-nfe``; by default the same subset and search as ``dgm sample --grid optimized``, so
+the same grid); dgm's samplers clip x0_hat to the data range as ``model.sample`` does. ``--device cuda`` runs
+the net on the GPU (MNIST).
+diffusers rows: ``TRAINED_SWEEP``, a reduced sweep (the settings that won on the mixtures and diffusers'
+defaults), the net called at level t + 1 for diffusers' timestep t. Selection: every row on sampling seed 0;
+then the best dgm row and the best diffusers row at each NFE on seeds 1-4 (fresh x_L, not used to select):
+mean +- standard deviation over those 4 seeds. Floor: FD of n training images (4 random subsets) against the
+held-out images.
 """
 
 from __future__ import annotations
@@ -33,8 +46,13 @@ from pathlib import Path
 import torch
 
 import dgm
+from dgm.cli.sample import GRID_EXAMPLES, GRID_SEARCH
+from dgm.core import rng
 from dgm.data.dataset import load_data
-from dgm.evaluation.distances import sliced_wasserstein, wasserstein1_sorted
+from dgm.data.spec import load_run_data
+from dgm.evaluation.distances import frechet_distance, sliced_wasserstein, wasserstein1_sorted
+from dgm.evaluation.features import features
+from dgm.runs import checkpoint as ckpt
 from dgm.samplers.optimized_grid import optimized_grid
 
 HERE = Path(__file__).resolve().parent
@@ -111,10 +129,101 @@ def run_diffusers(sched, eps_fn, x_L: torch.Tensor, nfe: int) -> tuple[torch.Ten
     calls = 0
     for t in sched.timesteps:
         level = int(round(float(t))) + 1  # Ho's t = level - 1
-        eps = eps_fn(sched.scale_model_input(x, t), torch.full((x.shape[0],), level))
+        eps = eps_fn(sched.scale_model_input(x, t), torch.full((x.shape[0],), level, device=x.device))
         calls += 1
         x = sched.step(eps, t, x).prev_sample
     return x, calls
+
+
+# diffusers settings of the trained-model sweep: diffusers' defaults and the winners on the three mixtures
+TRAINED_SWEEP = (
+    "DPMSolverMultistep 2M default linspace final=lower", "DPMSolverMultistep 2M karras linspace final=lower",
+    "DPMSolverMultistep 3M default trailing final=lower", "DPMSolverMultistep 3M karras linspace final=lower",
+    "DPMSolverMultistep 2M lu linspace final=lower",
+    "UniPC order 2 bh2 default linspace", "UniPC order 3 bh2 default leading", "UniPC order 2 bh1 karras linspace",
+    "DEIS order 2 karras linspace", "DEIS order 3 karras linspace", "DEIS order 2 default trailing",
+    "Euler karras leading", "Euler default trailing",
+)
+
+
+def trained(args) -> None:
+    """The ``--trained RUN_DIR`` benchmark (module docstring); prints the rows and writes the table."""
+    import time
+
+    model, config = ckpt.load_model(Path(args.trained))
+    device = torch.device(args.device)
+    model.to(device)
+    if model.kind != "ddpm":
+        raise SystemExit(f"{args.trained} is a {model.kind} run, not a DDPM")
+    s, n = model.schedule, args.n or 1000
+    nfes = [int(v) for v in (args.nfe or "5,10,20").split(",")]
+    data = load_run_data(config["data"])
+    ref = features(data.heldout)
+    shape = (n, *model.data_shape)
+    floors = []
+    for k in range(4):
+        pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(k))[:n]
+        floors.append(frechet_distance(features(data.train[pick]), ref))
+    floor, floor_sd = statistics.mean(floors), statistics.stdev(floors)
+    print(f"# trained {args.trained}: {model.describe()}; {len(data.heldout)} held-out images; n={n}; "
+          f"floor FD {floor:.3f} +- {floor_sd:.3f}", flush=True)
+    betas = s.to_diffusers()["betas"].numpy()
+    sweep = dict(diffusers_settings(False))
+    missing = [label for label in TRAINED_SWEEP if label not in sweep]
+    assert not missing, missing
+
+    def fd(x):
+        return frechet_distance(features(x.clamp(-1, 1)), ref)
+
+    def draw(row, nfe, seed):
+        g = torch.Generator().manual_seed(seed)
+        if row[0] == "dgm":
+            return model.sample(n, generator=g, sampler=row[1], grid=row[2])
+        x_L = rng.randn(shape, generator=g, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            x, calls = run_diffusers(sweep[row[1]](betas), model.denoiser, x_L, nfe)
+        assert calls == nfe, (row[1], calls)
+        return x
+
+    # the training images dgm sample --grid optimized derives its grid from (the same seeded subset)
+    x0_grid = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+                         [:args.grid_examples]].to(device)
+    grid_nfe = [int(v) for v in args.grid_nfe.split(",") if v]
+    table = ["| model | NFE | floor | dgm best | FD | / floor | diffusers best | FD | / floor | dgm / diffusers |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for nfe in nfes:
+        rows = [("dgm", sampler, dgm.samplers.level_grid(s, nfe, spacing), f"{sampler} {spacing}")
+                for sampler in ("dpm++2m", "dpm++3m", "unipc", "unipc3") for spacing in ("quadratic", "uniform")]
+        for sampler in (args.grid_samplers.split(",") if nfe in grid_nfe else ()):
+            start = time.perf_counter()
+            grid = optimized_grid(model.denoiser, s, sampler, nfe, x0_grid, generator=torch.Generator().manual_seed(0),
+                                  teacher_steps=min(200, s.L), sweeps=args.grid_sweeps,
+                                  candidates=args.grid_candidates)
+            print(f"  optimized {sampler} grid, {nfe} NFE, {len(x0_grid)} examples, sweeps {args.grid_sweeps}, "
+                  f"candidates {args.grid_candidates}: {time.perf_counter() - start:.0f} s  {grid}", flush=True)
+            rows.append(("dgm", sampler, grid, f"{sampler} optimized"))
+        rows += [("diffusers", label, None, label) for label in TRAINED_SWEEP]
+        scored = []
+        for row in rows:
+            x = draw(row, nfe, 0)
+            value = fd(x) if torch.isfinite(x).all() else math.inf
+            scored.append((value, row))
+            print(f"trained {nfe:>3} seed 0 {row[0]:<9} {row[3]:<52} FD {value:8.3f}", flush=True)
+        best = {who: min((r for r in scored if r[1][0] == who), key=lambda r: r[0]) for who in ("dgm", "diffusers")}
+        final = {}
+        for who, (_, row) in best.items():
+            values = [fd(draw(row, nfe, seed)) for seed in (1, 2, 3, 4)]
+            final[who] = (row[3], statistics.mean(values), statistics.stdev(values))
+            print(f"trained {nfe:>3} seeds 1-4 {who:<9} {row[3]:<52} FD {final[who][1]:.3f} +- {final[who][2]:.3f}"
+                  + (f"  grid {row[2]}" if "optimized" in row[3] else ""), flush=True)
+        (ld, md, sd), (lf, mf, sf) = final["dgm"], final["diffusers"]
+        table.append(f"| {Path(args.trained).name} | {nfe} | {floor:.3f} +- {floor_sd:.3f} | {ld} "
+                     f"| {md:.3f} +- {sd:.3f} | {md / floor:.2f} | {lf} | {mf:.3f} +- {sf:.3f} | {mf / floor:.2f} "
+                     f"| {md / mf:.2f} |")
+    text = "\n".join(table)
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 def main() -> None:
@@ -125,8 +234,18 @@ def main() -> None:
     p.add_argument("--mixtures", default="gmm2d,user,mix8d")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--out", default=None, help="write the Markdown table here")
+    p.add_argument("--trained", metavar="RUN_DIR", help="a trained DDPM run on images instead of the mixtures")
+    p.add_argument("--grid-samplers", default="unipc", help="--trained: samplers given an optimized grid")
+    p.add_argument("--grid-nfe", default="5,10", help="--trained: NFE at which grids are optimized")
+    p.add_argument("--grid-examples", type=int, default=GRID_EXAMPLES,
+                   help="--trained: training images of the grid search (default: dgm sample --grid optimized's)")
+    p.add_argument("--device", default="cpu", help="--trained: where the net runs (cpu, cuda)")
+    p.add_argument("--grid-sweeps", type=int, default=GRID_SEARCH["sweeps"])
+    p.add_argument("--grid-candidates", type=int, default=GRID_SEARCH["candidates"])
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.trained:
+        return trained(args)
     n = args.n or (4_000 if args.quick else 20_000)
     nfes = [int(v) for v in (args.nfe or ("5,10" if args.quick else "5,10,20")).split(",")]
     s = dgm.Schedule.linear(1000)

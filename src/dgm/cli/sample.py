@@ -1,9 +1,15 @@
-"""``dgm sample DIR -n N --out FILE``: samples of a run's EMA model, in data space, to .npy or .png."""
+"""``dgm sample DIR -n N --out FILE``: samples of a run's EMA model, in data space, to .npy or .png.
+
+``--grid optimized`` samples a DDPM run on the level grid derived from the run itself
+(``dgm.samplers.optimized_grid``: its EMA denoiser and a subset of its training data, never a known density),
+stored in the run directory as grid_<sampler>_<nfe>.json the first time and reused after.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from dgm.cli.arguments import DEVICE_HELP, nonneg_float, nonneg_int, positive_int
@@ -12,9 +18,15 @@ EXAMPLES = """examples:
   dgm sample runs/gmm2d -n 20000 --out samples.npy
   dgm sample runs/gmm2d -n 2000 --out scatter.png
   dgm sample runs/digits -n 64 --out grid.png --sampler ddim --steps 50 --seed 1
+  dgm sample runs/digits -n 1000 --out few.npy --sampler unipc --steps 10 --grid optimized
   dgm sample runs/digits-cond -n 64 --out threes.png --class 3 --guidance 2
   dgm sample runs/digits-cond -n 64 --out any.png --unconditional"""
 SUFFIXES = (".npy", ".png")
+GRIDS = ("quadratic", "uniform", "optimized")
+# the optimized grid's derivation: training examples and search settings (affordable on a CPU: digits, 10 NFE,
+# about a thousand calls of the net on 64 images; benchmarks/RESULTS.md, few-step section)
+GRID_EXAMPLES = 64
+GRID_SEARCH = {"sweeps": 2, "candidates": 5}
 
 
 def add_parser(sub) -> None:
@@ -28,6 +40,12 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="FILE.npy (data space) or FILE.png (grid or scatter)")
     p.add_argument("--sampler", help=f"DDPM sampler: {', '.join(SAMPLERS)} (default ancestral)")
     p.add_argument("--steps", type=positive_int, help="DDPM denoiser calls (default: the sampler's)")
+    p.add_argument("--grid", choices=GRIDS,
+                   help="DDPM levels visited: quadratic (the default of every sampler but ancestral with all "
+                        "levels), uniform, or optimized: derived from this run's denoiser and "
+                        f"{GRID_EXAMPLES} of its training examples for --sampler and --steps (ddim, dpm++2m, "
+                        "dpm++3m, unipc, unipc3), stored in DIR as grid_SAMPLER_STEPS.json the first time and "
+                        "reused after")
     p.add_argument("--class", dest="label", metavar="C",
                    help="class index or name of a conditional run (default: the unconditional model)")
     p.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W",
@@ -88,7 +106,59 @@ def run(args: argparse.Namespace) -> int:
     model, config = ckpt.load_model(Path(args.run))
     model.to(device)
     scaling = Scaling.from_dict(config["scaling"])
-    write_samples(model, args.n, out, scaling, seed=args.seed, sampler=args.sampler, steps=args.steps,
-                  **class_options(args, model, config))
+    kw = class_options(args, model, config) | grid_options(args, model, config)
+    write_samples(model, args.n, out, scaling, seed=args.seed, sampler=args.sampler, steps=args.steps, **kw)
     print(f"dgm: wrote {args.n} samples to {out}", file=sys.stderr)
     return 0
+
+
+def grid_options(args, model, config) -> dict:
+    """The keywords of ``model.sample`` for --grid: ``spacing`` for quadratic and uniform, ``grid`` (the run's
+    stored or newly derived optimized grid) for optimized; one-line errors for a run that is not a DDPM or a
+    sampler without an optimized grid."""
+    if args.grid is None:
+        return {}
+    if model.kind != "ddpm":
+        raise ValueError(f"--grid {args.grid}: the run {args.run!r} is a {model.kind}; level grids apply to DDPM runs")
+    if args.grid != "optimized":
+        return {"spacing": args.grid}
+    from dgm.samplers import DEFAULT_STEPS
+    from dgm.samplers.optimized_grid import GRID_SOLVERS
+
+    sampler = args.sampler or "ancestral"
+    if sampler not in GRID_SOLVERS:
+        raise ValueError(f"--grid optimized needs --sampler one of {', '.join(GRID_SOLVERS)}, not {sampler!r}")
+    steps = args.steps or min(DEFAULT_STEPS[sampler], model.schedule.L)
+    return {"grid": run_level_grid(Path(args.run), model, config, sampler, steps)}
+
+
+def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> list[int]:
+    """The optimized grid of ``sampler`` at ``steps`` NFE stored in ``run_dir``; where there is none, derived
+    with ``dgm.samplers.optimized_grid.run_grid`` from the run's EMA denoiser and ``GRID_EXAMPLES`` training
+    examples (a seeded subset, with their labels on a conditional run) with ``GRID_SEARCH``'s coordinate descent,
+    stored, and said on stderr."""
+    import torch
+
+    from dgm.data.spec import load_run_data
+    from dgm.samplers.grid import grid_path, load_grid
+    from dgm.samplers.optimized_grid import run_grid
+
+    s = model.schedule
+    path = grid_path(run_dir, sampler, steps)
+    grid = load_grid(run_dir, s, sampler, steps)
+    if grid is not None:
+        print(f"dgm: using the optimized grid stored in {path}", file=sys.stderr)
+        return grid
+    if not 1 <= steps <= s.L:
+        raise ValueError(f"--steps {steps}: the run has L = {s.L} levels, so 1..{s.L} denoiser calls")
+    data = load_run_data(config["data"])
+    device = next(model.parameters()).device
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:GRID_EXAMPLES]
+    x0 = data.train[pick].to(device)
+    cond = data.train_labels[pick].to(device) if getattr(model, "conditional", False) else None
+    start = time.perf_counter()
+    grid = run_grid(run_dir, model.denoiser, s, sampler, steps, x0, cond=cond, teacher_steps=min(200, s.L),
+                    generator=torch.Generator(device=device).manual_seed(0), **GRID_SEARCH)
+    print(f"dgm: derived the optimized {sampler} grid for {steps} NFE from {len(x0)} training examples in "
+          f"{time.perf_counter() - start:.1f} s; stored in {path}", file=sys.stderr)
+    return grid

@@ -1,0 +1,136 @@
+"""``dgm sample --grid``: the optimized grid is derived from the run once, stored in the run directory and
+reused; the grid sampled on is the stored one; quadratic and uniform pick the spacing; bad uses are one line."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dgm.cli import main
+from dgm.data import Scaling
+from dgm.runs import checkpoint as ckpt
+from dgm.runs.samples import write_samples
+from dgm.samplers import level_grid
+from dgm.samplers.grid import grid_path, save_grid
+
+# the module (the attribute dgm.samplers.optimized_grid is the function)
+optimized_grid_module = importlib.import_module("dgm.samplers.optimized_grid")
+
+TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim = 8\n'
+             '[train]\nbatch_size = 32\nlog_every = 5\n')
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny trained DDPM run on gmm2d (L = 50, 3 steps)."""
+    root = tmp_path_factory.mktemp("grid_cli")
+    (root / "tiny.toml").write_text(TINY_TOML)
+    out = root / "run"
+    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(root / "tiny.toml"),
+                 "--steps", "3", "--no-progress"]) == 0
+    return out
+
+
+def _sample(run, out, *extra):
+    return ["sample", str(run), "-n", "40", "--out", str(out), "--sampler", "dpm++2m", "--steps", "4", *extra]
+
+
+def _expected(run, tmp_path, **kw) -> np.ndarray:
+    """What write_samples draws from the run's EMA model with ``kw`` (seed 0), in data space."""
+    model, config = ckpt.load_model(run)
+    out = write_samples(model, 40, tmp_path / "expected.npy", Scaling.from_dict(config["scaling"]), seed=0,
+                        sampler="dpm++2m", steps=4, **kw)
+    return np.load(out)
+
+
+def test_optimized_grid_is_derived_once_then_reused(capsys, run, tmp_path, monkeypatch):
+    """Mutations caught: deriving the grid on every call (the second call would hit the patched search) or
+    never storing it / ignoring the stored file."""
+    path = grid_path(run, "dpm++2m", 4)
+    path.unlink(missing_ok=True)
+    assert main(_sample(run, tmp_path / "a.npy", "--grid", "optimized")) == 0
+    err = capsys.readouterr().err
+    assert "derived the optimized dpm++2m grid for 4 NFE from" in err and str(path) in err
+    stored = json.loads(path.read_text())
+    assert stored["sampler"] == "dpm++2m" and stored["nfe"] == 4 and stored["L"] == 50
+    assert stored["examples"] > 1 and "error" in stored
+
+    def no_search(*args, **kw):
+        raise AssertionError("the stored grid was derived again")
+
+    monkeypatch.setattr(optimized_grid_module, "optimized_grid", no_search)
+    assert main(_sample(run, tmp_path / "b.npy", "--grid", "optimized")) == 0
+    err = capsys.readouterr().err
+    assert "derived the" not in err and f"using the optimized grid stored in {path}" in err
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_the_stored_grid_is_the_one_sampled_on(capsys, run, tmp_path):
+    """A hand-made grid stored in the run is what the samples use. Mutation caught: --grid optimized falling
+    back to the quadratic grid (or another one) instead of the stored file."""
+    model, _ = ckpt.load_model(run)
+    mine = [50, 31, 9, 2, 0]
+    assert mine != level_grid(model.schedule, 4)
+    save_grid(run, model.schedule, "dpm++2m", mine, method="hand-made for the test")
+    assert main(_sample(run, tmp_path / "s.npy", "--grid", "optimized")) == 0
+    got = np.load(tmp_path / "s.npy")
+    np.testing.assert_array_equal(got, _expected(run, tmp_path, grid=mine))
+    assert not np.array_equal(got, _expected(run, tmp_path))  # the quadratic grid samples differently
+    grid_path(run, "dpm++2m", 4).unlink()
+
+
+@pytest.mark.parametrize("spacing", ["quadratic", "uniform"])
+def test_spacing_grids(capsys, run, tmp_path, spacing):
+    """--grid quadratic|uniform samples on level_grid's spacing. Mutation caught: the flag ignored (uniform
+    would then equal the quadratic default) or passed as the wrong spacing."""
+    model, _ = ckpt.load_model(run)
+    assert main(_sample(run, tmp_path / "s.npy", "--grid", spacing)) == 0
+    got = np.load(tmp_path / "s.npy")
+    np.testing.assert_array_equal(got, _expected(run, tmp_path, grid=level_grid(model.schedule, 4, spacing)))
+    if spacing == "uniform":
+        assert not np.array_equal(got, _expected(run, tmp_path))
+
+
+def test_grid_errors(capsys, run, tmp_path, one_line_error):
+    """One line naming the bad value. Mutations caught: optimizing a grid for the ancestral sampler (the
+    default), accepting an unknown grid, reading a corrupt stored grid as a grid, a VAE run taking --grid."""
+    base = ["sample", str(run), "-n", "8", "--out", str(tmp_path / "x.npy")]
+    line = one_line_error(base + ["--grid", "optimized"])
+    assert "--grid optimized needs --sampler" in line and "'ancestral'" in line
+    assert "'cubic'" in one_line_error(base + ["--grid", "cubic"])
+    bad = grid_path(run, "ddim", 3)
+    bad.write_text("not json")
+    try:
+        line = one_line_error(base + ["--sampler", "ddim", "--steps", "3", "--grid", "optimized"])
+        assert str(bad) in line and "not a stored level grid" in line
+    finally:
+        bad.unlink()
+    assert "--steps 51" in one_line_error(base + ["--sampler", "ddim", "--steps", "51", "--grid", "optimized"])
+    vae = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "gmm2d", "--out", str(vae), "--steps", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    line = one_line_error(["sample", str(vae), "-n", "8", "--out", str(tmp_path / "v.npy"), "--grid", "uniform"])
+    assert "is a vae" in line and "--grid uniform" in line
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "v.npy").exists()
+
+
+def test_help_names_the_grids(capsys):
+    """Mutation caught: the --grid option missing from dgm sample --help."""
+    assert main(["sample", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--grid {quadratic,uniform,optimized}" in out and "grid_SAMPLER_STEPS.json" in out
+
+
+def test_conditional_run_derives_with_labels(capsys, tmp_path):
+    """On a class-conditional run the grid is derived with the training examples' labels. Mutation caught:
+    calling the denoiser without labels (a net with label dropout 0 refuses the null class)."""
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    out = tmp_path / "cond"
+    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(tmp_path / "tiny.toml"),
+                 "--steps", "2", "--no-progress", "--conditional", "--label-dropout", "0"]) == 0
+    assert main(["sample", str(out), "-n", "8", "--out", str(tmp_path / "c.npy"), "--sampler", "ddim",
+                 "--steps", "3", "--grid", "optimized", "--class", "1"]) == 0
+    assert "derived the optimized ddim grid for 3 NFE" in capsys.readouterr().err
+    assert torch.isfinite(torch.from_numpy(np.load(tmp_path / "c.npy"))).all()
