@@ -138,7 +138,7 @@ def dgm_side(args, data: Path, judge: Judge, out: Path) -> list[dict]:
         steps = int(torch.load(run / "state.pt", weights_only=True)["step"])
         model, _ = load_model(run)
         rows.append(judge_model(args, judge, budget, steps, "dgm",
-                                lambda seed, m=model: m.sample(N_HELDOUT, sampler="dpm++2m", steps=20,
+                                lambda seed, m=model: m.sample(args.n_samples, sampler="dpm++2m", steps=20,
                                                                generator=torch.Generator().manual_seed(seed)),
                                 lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples), run))
     return rows
@@ -247,7 +247,7 @@ def diffusers_side(args, x_train: torch.Tensor, judge: Judge, out: Path) -> list
         def draw(seed, net=ema_unet):
             solver = diffusers.DPMSolverMultistepScheduler.from_config(sched.config)
             solver.set_timesteps(20)
-            x = torch.randn((N_HELDOUT, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
+            x = torch.randn((args.n_samples, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
             for t in solver.timesteps:
                 x = solver.step(net(x, t).sample, t, x).prev_sample
             return x
@@ -290,6 +290,8 @@ def main() -> None:
                    "budget; compares levers at equal steps)")
     p.add_argument("--label", default="", help="a name for this run in results.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-samples", type=int, default=N_HELDOUT, help="samples per seed (1,000; fewer only for a "
+                   "smoke test)")
     p.add_argument("--bpd-examples", type=int, default=50, help="held-out images for bits/dim at the last budget "
                    "(0: skip)")
     args = p.parse_args()

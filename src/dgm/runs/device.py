@@ -22,8 +22,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def bf16_is_fast(device: str | torch.device | None) -> bool:
     """Whether bfloat16 autocast speeds up training on ``device``: CPUs with Intel AMX tiles (measured: a 28x28 UNet
-    step 1.8-2.6x faster on a Xeon with AMX, benchmarks/RESULTS.md); elsewhere False (on CPUs without native
-    bfloat16 it is emulated and slower; on GPUs it has not been measured here)."""
+    training step 1.8x faster on a Xeon with AMX, benchmarks/mnist_step_rate.py); elsewhere False (on CPUs
+    without native bfloat16 it is emulated and slower; on GPUs it has not been measured here)."""
     dev = resolve_device(device)
     if dev.type != "cpu":
         return False
