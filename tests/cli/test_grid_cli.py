@@ -134,3 +134,33 @@ def test_conditional_run_derives_with_labels(capsys, tmp_path):
                  "--steps", "3", "--grid", "optimized", "--class", "1"]) == 0
     assert "derived the optimized ddim grid for 3 NFE" in capsys.readouterr().err
     assert torch.isfinite(torch.from_numpy(np.load(tmp_path / "c.npy"))).all()
+
+
+def _eval(run, *extra):
+    return ["eval", str(run), "--metrics", "fd", "--n-samples", "40", "--max-examples", "8", "--sampler", "dpm++2m",
+            "--steps", "4", *extra]
+
+
+def test_eval_samples_on_the_stored_grid(capsys, run):
+    """dgm eval --grid: mutations caught: the flag ignored by the metrics' samples (uniform would equal the
+    default quadratic), or optimized not reading the stored grid (a stored copy of the uniform grid must give
+    exactly the uniform figures)."""
+    s = ckpt.load_model(run)[0].schedule
+    path = grid_path(run, "dpm++2m", 4)
+    path.unlink(missing_ok=True)
+    fd = {}
+    for name in ("default", "uniform", "optimized"):
+        if name == "optimized":
+            save_grid(run, s, "dpm++2m", level_grid(s, 4, "uniform"), how="a test's copy of the uniform grid")
+        capsys.readouterr()
+        assert main(_eval(run, *(() if name == "default" else ("--grid", name)))) == 0
+        fd[name] = json.loads(capsys.readouterr().out)["fd"]
+    path.unlink()
+    assert fd["uniform"] != fd["default"]
+    assert fd["optimized"] == fd["uniform"]
+
+
+def test_eval_grid_needs_metrics(run, one_line_error, capsys):
+    capsys.readouterr()
+    line = one_line_error(["eval", str(run), "--grid", "uniform"])
+    assert "--grid uniform applies to the samples of --metrics" in line

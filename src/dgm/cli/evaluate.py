@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dgm.cli.arguments import DEVICE_HELP, nonneg_float, nonneg_int, positive_int, unit_float
+from dgm.cli.sample import GRIDS, grid_options
 
 EXAMPLES = """examples:
   dgm eval runs/gmm2d                          # NLL bound on the run's held-out split
@@ -18,7 +19,8 @@ EXAMPLES = """examples:
   dgm eval runs/mine --data other.npy          # every example of other.npy, in the run's data space
   dgm eval runs/gmm2d --likelihood all         # the bound and the probability-flow ODE NLL side by side
   dgm eval runs/digits --variance analytic     # the bound with Analytic-DPM's variance (Gamma estimated if needed)
-  dgm eval runs/digits-cond --metrics fd --sampler dpm++2m --steps 20 --guidance 2   # + per-class FD, accuracy"""
+  dgm eval runs/digits-cond --metrics fd --sampler dpm++2m --steps 20 --guidance 2   # + per-class FD, accuracy
+  dgm eval runs/digits --metrics fd --sampler unipc --steps 10 --grid optimized   # on the run's derived grid"""
 
 
 def add_parser(sub) -> None:
@@ -46,6 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-examples", type=positive_int, help="NLL on at most this many examples")
     p.add_argument("--sampler", help="DDPM sampler for --metrics (default ancestral)")
     p.add_argument("--steps", type=positive_int, help="DDPM denoiser calls for --metrics")
+    p.add_argument("--grid", choices=GRIDS, help="DDPM levels visited for --metrics, as in dgm sample --grid "
+                   "(optimized: the run's stored grid for --sampler and --steps, derived and stored if absent)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="vlb", help="vlb: the variational bound "
                    "(default); ode: the probability-flow ODE NLL (DDPM); all: both")
     p.add_argument("--variance", choices=MODEL_VARIANCES, help="DDPM reverse variance of the bound (default: "
@@ -68,10 +72,21 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else []
     per_class = check_class_options(read_config(Path(args.run)), metrics=metrics, guidance=args.guidance,
                                     n_samples=args.n_samples, run=args.run)
+    sample_kw = {}
+    if args.grid is not None:
+        if not metrics:
+            raise ValueError(f"--grid {args.grid} applies to the samples of --metrics; none were asked for")
+        if per_class is not None:
+            raise ValueError(f"--grid {args.grid} does not apply to the per-class metrics of --guidance")
+        from dgm.runs.checkpoint import load_model
+
+        model, config = load_model(Path(args.run))
+        sample_kw = grid_options(args, model, config)
     result = evaluate_run(Path(args.run), data=args.data, metrics=metrics, n_samples=args.n_samples,
                           max_examples=args.max_examples, seed=args.seed, sampler=args.sampler,
                           steps=args.steps, device=args.device, likelihood=args.likelihood,
-                          variance=args.variance, rtol=args.rtol, atol=args.atol, divergence=args.divergence)
+                          variance=args.variance, rtol=args.rtol, atol=args.atol, divergence=args.divergence,
+                          sample_kw=sample_kw)
     if per_class is not None:
         result |= evaluate_classes(Path(args.run), n_per_class=per_class, guidance=args.guidance or 0.0,
                                    seed=args.seed, sampler=args.sampler, steps=args.steps, device=args.device)

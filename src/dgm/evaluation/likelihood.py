@@ -166,7 +166,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
                  max_examples: int | None = None, seed: int = 0, sampler: str | None = None,
                  steps: int | None = None, device: str | torch.device | None = None, likelihood: str = "vlb",
                  variance: str | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-                 divergence: str = "auto") -> dict:
+                 divergence: str = "auto", sample_kw: dict | None = None) -> dict:
     """``dgm eval``: NLL of a run's EMA model on its held-out split (or every example of ``data``).
 
     Returns a JSON-able dict with ``nll_nats`` (the variational bound), ``bits_per_dim`` and their ``*_se``,
@@ -176,7 +176,8 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
     every example of ``data``. ``likelihood``: "vlb" (the bound), "ode" (the probability-flow ODE NLL:
     :func:`evaluate_ode`'s keys) or "all" (both). ``variance`` overrides a DDPM's reverse variance in the
     bound ("fixed_small", "fixed_large", "analytic", "learned"); an analytic variance without a stored Gamma
-    is estimated on the training data first (``gamma_examples``, ``gamma_seconds``).
+    is estimated on the training data first (``gamma_examples``, ``gamma_seconds``). ``sample_kw`` go to the
+    model's ``sample`` for the metrics (a DDPM's level ``grid`` or ``spacing``: ``dgm eval --grid``).
     ``max_examples`` limits the NLL evaluation, not the reference set of the metrics. A class-conditional
     run is evaluated given the examples' true labels (``"labels": "true"``; matched to the run's classes by
     name), or, for ``data`` without labels, with the null class (``"labels": "null class"``). ``device``: where the
@@ -236,7 +237,8 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, metrics=(), n_sample
         from dgm.evaluation.reference import reference_set
 
         fake = sample_model(model, n_samples, seed=seed, sampler=sampler, steps=steps,
-                            chunk=examples_per_call(SAMPLE_NUMBERS, math.prod(scaling.shape), SAMPLE_CHUNK))
+                            chunk=examples_per_call(SAMPLE_NUMBERS, math.prod(scaling.shape), SAMPLE_CHUNK),
+                            **(sample_kw or {}))
         if data is None:
             real, result["reference"] = reference_set(dataset, n_samples, generator=g)
         else:

@@ -40,9 +40,11 @@ def sample_chunks(model, n: int, *, seed: int, sampler: str | None = None, steps
         yield model.sample(min(chunk, n - k), generator=g, **kw).cpu()
 
 
-def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | None, chunk: int = CHUNK):
-    """n samples in model space, drawn ``chunk`` at a time from one seeded generator."""
-    return torch.cat(list(sample_chunks(model, n, seed=seed, sampler=sampler, steps=steps, chunk=chunk)))
+def sample_model(model, n: int, *, seed: int, sampler: str | None, steps: int | None, chunk: int = CHUNK,
+                 **sample_kw):
+    """n samples in model space, drawn ``chunk`` at a time from one seeded generator (``sample_kw``: as in
+    ``sample_chunks``, e.g. a DDPM's ``grid`` or ``spacing``)."""
+    return torch.cat(list(sample_chunks(model, n, seed=seed, sampler=sampler, steps=steps, chunk=chunk, **sample_kw)))
 
 
 def _finite(x: torch.Tensor, first: int, out: Path) -> torch.Tensor:
