@@ -127,3 +127,15 @@ def lock_process():
 
     return SimpleNamespace(holder=holder, attempt=attempt,
                            probe=lambda run: "free" if attempt(run) == "acquired" else "locked")
+
+
+TINY_DDPM_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim = 8\n'
+                  '[train]\nbatch_size = 32\nlog_every = 5\n')
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tmp_path_factory):
+    """A `dgm train --config` file for DDPM runs on gmm2d that train in seconds (L = 50, a 16-wide MLP)."""
+    path = tmp_path_factory.mktemp("tiny_settings") / "tiny.toml"
+    path.write_text(TINY_DDPM_TOML)
+    return path

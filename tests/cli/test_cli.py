@@ -15,8 +15,6 @@ from dgm.cli import main
 from dgm.runs import checkpoint as ckpt
 
 DGM = [sys.executable, "-m", "dgm.cli"]
-TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim = 8\n'
-             '[train]\nbatch_size = 32\nlog_every = 5\n')
 
 
 def _snapshot(folder: Path) -> dict:
@@ -24,10 +22,8 @@ def _snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("settings") / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return path
+def settings(tiny_settings) -> Path:
+    return tiny_settings
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,13 @@ from dgm.samplers.grid import grid_path, save_grid
 # the module (the attribute dgm.samplers.optimized_grid is the function)
 optimized_grid_module = importlib.import_module("dgm.samplers.optimized_grid")
 
-TINY_TOML = ('[model]\nlevels = 50\n[model.net]\nhidden = 16\ndepth = 1\nemb_dim = 8\n'
-             '[train]\nbatch_size = 32\nlog_every = 5\n')
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_settings):
     """A tiny trained DDPM run on gmm2d (L = 50, 3 steps)."""
-    root = tmp_path_factory.mktemp("grid_cli")
-    (root / "tiny.toml").write_text(TINY_TOML)
-    out = root / "run"
-    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(root / "tiny.toml"),
+    out = tmp_path_factory.mktemp("grid_cli") / "run"
+    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(tiny_settings),
                  "--steps", "3", "--no-progress"]) == 0
     return out
 
@@ -123,12 +119,11 @@ def test_help_names_the_grids(capsys):
     assert "--grid {quadratic,uniform,optimized}" in out and "grid_SAMPLER_STEPS.json" in out
 
 
-def test_conditional_run_derives_with_labels(capsys, tmp_path):
+def test_conditional_run_derives_with_labels(capsys, tmp_path, tiny_settings):
     """On a class-conditional run the grid is derived with the training examples' labels. Mutation caught:
     calling the denoiser without labels (a net with label dropout 0 refuses the null class)."""
-    (tmp_path / "tiny.toml").write_text(TINY_TOML)
     out = tmp_path / "cond"
-    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(tmp_path / "tiny.toml"),
+    assert main(["train", "ddpm", "--data", "gmm2d", "--out", str(out), "--config", str(tiny_settings),
                  "--steps", "2", "--no-progress", "--conditional", "--label-dropout", "0"]) == 0
     assert main(["sample", str(out), "-n", "8", "--out", str(tmp_path / "c.npy"), "--sampler", "ddim",
                  "--steps", "3", "--grid", "optimized", "--class", "1"]) == 0
