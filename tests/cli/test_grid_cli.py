@@ -51,7 +51,7 @@ def test_optimized_grid_is_derived_once_then_reused(capsys, run, tmp_path, monke
     assert "derived the optimized dpm++2m grid for 4 NFE from" in err and str(path) in err
     stored = json.loads(path.read_text())
     assert stored["sampler"] == "dpm++2m" and stored["nfe"] == 4 and stored["L"] == 50
-    assert stored["examples"] > 1 and "error" in stored
+    assert stored["examples"] > 1 and "error" in stored and stored["step"] == ckpt.checkpoint_step(run) == 3
 
     def no_search(*args, **kw):
         raise AssertionError("the stored grid was derived again")
@@ -61,6 +61,29 @@ def test_optimized_grid_is_derived_once_then_reused(capsys, run, tmp_path, monke
     err = capsys.readouterr().err
     assert "derived the" not in err and f"using the optimized grid stored in {path}" in err
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_a_grid_from_another_checkpoint_is_derived_again(capsys, run, tmp_path, monkeypatch):
+    """A grid stored at another training step (the run was resumed since) is stale: derived anew and restamped.
+    Mutation caught: reusing the stored grid whatever checkpoint it came from."""
+    path = grid_path(run, "dpm++2m", 4)
+    model, _ = ckpt.load_model(run)
+    old = [50, 31, 9, 2, 0]
+    save_grid(run, model.schedule, "dpm++2m", old, step=1, method="derived at step 1")
+    calls = []
+    real = optimized_grid_module.optimized_grid
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(optimized_grid_module, "optimized_grid", counted)
+    assert main(_sample(run, tmp_path / "a.npy", "--grid", "optimized")) == 0
+    err = capsys.readouterr().err
+    assert "derived from another checkpoint than step 3's" in err and "derived the optimized" in err
+    stored = json.loads(path.read_text())
+    assert calls == [1] and stored["step"] == 3 and stored["method"] != "derived at step 1"
+    path.unlink()
 
 
 def test_the_stored_grid_is_the_one_sampled_on(capsys, run, tmp_path):

@@ -140,15 +140,20 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> li
     import torch
 
     from dgm.data.spec import load_run_data
+    from dgm.runs.checkpoint import checkpoint_step
     from dgm.samplers.grid import grid_path, load_grid
     from dgm.samplers.optimized_grid import run_grid
 
     s = model.schedule
     path = grid_path(run_dir, sampler, steps)
-    grid = load_grid(run_dir, s, sampler, steps)
+    step = checkpoint_step(run_dir)
+    grid = load_grid(run_dir, s, sampler, steps, step=step)
     if grid is not None:
         print(f"dgm: using the optimized grid stored in {path}", file=sys.stderr)
         return grid
+    if path.exists():
+        print(f"dgm: the grid in {path} was derived from another checkpoint than step {step}'s; deriving it "
+              "again", file=sys.stderr)
     if not 1 <= steps <= s.L:
         raise ValueError(f"--steps {steps}: the run has L = {s.L} levels, so 1..{s.L} denoiser calls")
     data = load_run_data(config["data"])
@@ -158,7 +163,7 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> li
     cond = data.train_labels[pick].to(device) if getattr(model, "conditional", False) else None
     start = time.perf_counter()
     grid = run_grid(run_dir, model.denoiser, s, sampler, steps, x0, cond=cond, teacher_steps=min(200, s.L),
-                    generator=torch.Generator(device=device).manual_seed(0), **GRID_SEARCH)
+                    generator=torch.Generator(device=device).manual_seed(0), step=step, **GRID_SEARCH)
     print(f"dgm: derived the optimized {sampler} grid for {steps} NFE from {len(x0)} training examples in "
           f"{time.perf_counter() - start:.1f} s; stored in {path}", file=sys.stderr)
     return grid

@@ -103,6 +103,17 @@ def load_weights(path: Path, prefix: str | None = None) -> tuple[dict[str, torch
     return tensors, metadata
 
 
+def checkpoint_step(run_dir: Path) -> int:
+    """The training step of the run's last checkpoint, from the weights file's metadata (no tensor is read)."""
+    path = Path(run_dir) / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        return int(metadata["step"])
+    except (SafetensorError, ValueError, KeyError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"{str(path)!r} holds no dgm checkpoint step ({_first_line(err)})") from None
+
+
 def save_state(path: Path, state: dict) -> None:
     """Save the trainer state (tensors, ints, floats, lists, dicts only) atomically with ``torch.save``."""
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))

@@ -82,9 +82,11 @@ def save_grid(run_dir, s: Schedule, sampler: str, grid, **info) -> Path:
     return path
 
 
-def load_grid(run_dir, s: Schedule, sampler: str, nfe: int) -> list[int] | None:
-    """The grid :func:`save_grid` stored for ``sampler`` and ``nfe`` in ``run_dir``, or None if there is none;
-    ValueError if the file is not such a grid for this schedule (another L, sampler or NFE)."""
+def load_grid(run_dir, s: Schedule, sampler: str, nfe: int, *, step: int | None = None) -> list[int] | None:
+    """The grid :func:`save_grid` stored for ``sampler`` and ``nfe`` in ``run_dir``, or None if there is none,
+    or if ``step`` is given and the grid was derived from the checkpoint of another step (a stale grid: the run
+    was trained on since); a grid stored without a step (made by hand) is always used. ValueError if the file is
+    not such a grid for this schedule (another L, sampler or NFE)."""
     path = grid_path(run_dir, sampler, nfe)
     if not path.exists():
         return None
@@ -96,4 +98,6 @@ def load_grid(run_dir, s: Schedule, sampler: str, nfe: int) -> list[int] | None:
     if L != s.L or who != sampler or not isinstance(levels, list) or len(levels) != nfe + 1:
         raise ValueError(f"{path} holds a grid for {who!r} with L={L} and {len(levels) - 1} calls, "
                          f"not for {sampler!r} with L={s.L} and {nfe}")
+    if step is not None and record.get("step") is not None and int(record["step"]) != int(step):
+        return None
     return check_grid(s, levels)

@@ -102,13 +102,15 @@ def optimized_grid(eps_fn, s: Schedule, sampler: str, nfe: int, x0: Tensor, *, g
 
 
 def run_grid(run_dir, eps_fn, s: Schedule, sampler: str, nfe: int, x0: Tensor, *, generator=None,
-             cond=None, **search) -> list[int]:
+             cond=None, step: int | None = None, **search) -> list[int]:
     """The optimized grid for ``sampler`` and ``nfe`` stored in ``run_dir`` (grid_<sampler>_<nfe>.json);
-    computed with :func:`optimized_grid` and stored there the first time. The hook for
-    ``dgm sample --grid optimized``."""
-    grid = load_grid(run_dir, s, sampler, nfe)
+    computed with :func:`optimized_grid` and stored there (with the checkpoint's ``step``) the first time, and
+    again when the stored one was derived at another step. The hook for ``dgm sample --grid optimized``."""
+    grid = load_grid(run_dir, s, sampler, nfe, step=step)
     if grid is None:
         grid, info = optimized_grid(eps_fn, s, sampler, nfe, x0, generator=generator, cond=cond,
                                     return_info=True, **search)
+        if step is not None:
+            info["step"] = int(step)
         save_grid(run_dir, s, sampler, grid, **info)
     return grid
