@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/mnist_step_rate.py [--threads 2] [--repeats 5] [--iters 5]
 
 One step: a batch of 64 random 28x28 images, ``model.loss`` (dgm: dequantization, a level per image, the eps
-loss) or diffusers' noise-prediction MSE, backward, AdamW. Rows: the UNet of dgm's earlier image recipe
-(base 32, multipliers 1, 2, 2, two residual blocks per level, attention at 7x7) and of the current one, in float32,
-under bfloat16 autocast (``--mixed-precision bf16``) and in channels-last memory format; diffusers'
-UNet2DModel of issue 13's peer recipe (1.1 M parameters) in float32 and under bfloat16 autocast. Each repeat runs
-every row for ``--iters`` steps after 2 untimed ones, the rows in a rotating order, so the ratios compare rows
-measured within the same minute. Reports steps/s: median (min..max) over the repeats.
+loss) or diffusers' noise-prediction MSE, backward, AdamW. Rows: dgm's image UNet (base 32, multipliers 1, 2, 2,
+attention at 7x7) with two residual blocks per level and with one (on the way down; the way up has one more), in
+float32 and under bfloat16 autocast (``--mixed-precision bf16``), the first also in channels-last memory format;
+diffusers' UNet2DModel of issue 13's peer recipe (1.1 M parameters) in float32 and under bfloat16 autocast.
+Each repeat runs every row for ``--iters`` steps after 2 untimed ones, the rows in a rotating order, so the
+ratios compare rows measured within the same minute. Reports steps/s: median (min..max) over the repeats.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from dgm.models import build_model
 from dgm.models.ddpm import DDPM
 from dgm.training.recipes import DDPM_IMAGE
 
-OLD_NET = {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
-           "attn_resolutions": [7], "groups": 8, "head_channels": 32}
+NET_2 = {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+         "attn_resolutions": [7], "groups": 8, "head_channels": 32}
+NET_1 = {**NET_2, "num_res_blocks": 1}  # one residual block per level on the way down, two on the way up
 
 
 def dgm_row(net: dict, bf16: bool, channels_last: bool):
@@ -67,14 +68,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    new = DDPM_IMAGE["model"]["net"]
+    current = {2: "", 1: ""}
+    current[DDPM_IMAGE["model"]["net"]["num_res_blocks"]] = " (the recipe's)"
     rows = {
-        "dgm, earlier recipe net (2 blocks/level), fp32": dgm_row(OLD_NET, False, False),
-        "dgm, earlier recipe net, bf16 autocast": dgm_row(OLD_NET, True, False),
-        "dgm, earlier recipe net, channels-last fp32": dgm_row(OLD_NET, False, True),
-        "dgm, earlier recipe net, channels-last bf16": dgm_row(OLD_NET, True, True),
-        "dgm, current recipe net, fp32": dgm_row(new, False, False),
-        "dgm, current recipe net, bf16 autocast": dgm_row(new, True, False),
+        f"dgm, 2 blocks/level{current[2]}, fp32": dgm_row(NET_2, False, False),
+        "dgm, 2 blocks/level, bf16 autocast": dgm_row(NET_2, True, False),
+        "dgm, 2 blocks/level, channels-last fp32": dgm_row(NET_2, False, True),
+        "dgm, 2 blocks/level, channels-last bf16": dgm_row(NET_2, True, True),
+        f"dgm, 1 block/level{current[1]}, fp32": dgm_row(NET_1, False, False),
+        "dgm, 1 block/level, bf16 autocast": dgm_row(NET_1, True, False),
         "diffusers peer UNet2DModel, fp32": diffusers_row(False),
         "diffusers peer UNet2DModel, bf16 autocast": diffusers_row(True),
     }
@@ -103,7 +105,7 @@ def main() -> None:
     base = statistics.median(rates[names[0]])
     print(f"threads {args.threads}, {args.repeats} repeats x {args.iters} steps, batch 64; load average "
           f"{load0[0]:.2f} -> {load1[0]:.2f}; torch {torch.__version__}\n")
-    print("| net | parameters | steps/s median (min..max) | vs earlier fp32 |\n|---|---|---|---|")
+    print("| net | parameters | steps/s median (min..max) | vs first row |\n|---|---|---|---|")
     for name in names:
         v = rates[name]
         n_par = sum(q.numel() for q in rows[name][0].parameters())
