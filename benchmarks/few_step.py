@@ -19,12 +19,14 @@ eps*(x, t + 1) at diffusers' (rounded) timestep t, as a diffusers pipeline calls
 ``--quick``: n = 4,000, NFE 5 and 10, a reduced sweep. Timings are not measured.
 
 ``--trained RUN_DIR``: a trained DDPM run's EMA denoiser instead of eps*, on images (digits, MNIST). FD in the
-shipped digit feature space (``dgm.evaluation.features``) of n samples (clamped to [-1, 1]) against the run's
-held-out images. dgm rows: dpm++2m, dpm++3m, unipc, unipc3 on the quadratic and uniform grids, and the
-samplers of ``--grid-samplers`` on a grid optimized from the denoiser and ``--grid-examples`` training images
-(at the NFE of ``--grid-nfe``; by default the same subset and search as ``dgm sample --grid optimized``, so
-the same grid); dgm's samplers clip x0_hat to the data range as ``model.sample`` does. ``--device cuda`` runs
-the net on the GPU (MNIST).
+shipped feature space of the images' size (``dgm.evaluation.features``: digits or MNIST) of n samples (clamped
+to [-1, 1]) against the run's held-out images. dgm rows: dpm++2m, dpm++3m, unipc, unipc3 on the quadratic and
+uniform grids, and the samplers of ``--grid-samplers`` on a grid optimized from the denoiser and
+``--grid-examples`` training images (at the NFE of ``--grid-nfe``; by default the same subset and search as
+``dgm sample --grid optimized``, so the same grid); dgm's samplers clip x0_hat to the data range as
+``model.sample`` does. ``--device cuda`` runs the net on the GPU (MNIST); ``--short`` keeps fewer rows
+(``DGM_SHORT`` and ``TRAINED_SHORT``: what won on the digits model and diffusers' default), for MNIST on a CPU;
+``--threads`` sets torch's threads (default 1).
 diffusers rows: ``TRAINED_SWEEP``, a reduced sweep (the settings that won on the mixtures and diffusers'
 defaults), the net called at level t + 1 for diffusers' timestep t. Selection: every row on sampling seed 0;
 then the best dgm row and the best diffusers row at each NFE on seeds 1-4 (fresh x_L, not used to select):
@@ -145,6 +147,15 @@ TRAINED_SWEEP = (
     "Euler karras leading", "Euler default trailing",
 )
 
+# --short: the rows that can win, for a net that costs seconds per call (MNIST on a CPU): the two winners on the
+# digits model and diffusers' 2M default, beside dgm's 2M/3M/UniPC rows
+TRAINED_SHORT = (
+    "DPMSolverMultistep 2M default linspace final=lower", "DPMSolverMultistep 3M karras linspace final=lower",
+    "UniPC order 2 bh2 default linspace", "UniPC order 3 bh2 default leading", "DEIS order 3 karras linspace",
+    "Euler karras leading",
+)
+DGM_SHORT = (("dpm++2m", "quadratic"), ("dpm++3m", "quadratic"), ("unipc3", "quadratic"), ("unipc3", "uniform"))
+
 
 def trained(args) -> None:
     """The ``--trained RUN_DIR`` benchmark (module docstring); prints the rows and writes the table."""
@@ -169,7 +180,10 @@ def trained(args) -> None:
           f"floor FD {floor:.3f} +- {floor_sd:.3f}", flush=True)
     betas = s.to_diffusers()["betas"].numpy()
     sweep = dict(diffusers_settings(False))
-    missing = [label for label in TRAINED_SWEEP if label not in sweep]
+    diffusers_rows = TRAINED_SHORT if args.short else TRAINED_SWEEP
+    dgm_rows = DGM_SHORT if args.short else list(itertools.product(("dpm++2m", "dpm++3m", "unipc", "unipc3"),
+                                                                    ("quadratic", "uniform")))
+    missing = [label for label in diffusers_rows if label not in sweep]
     assert not missing, missing
 
     def fd(x):
@@ -193,7 +207,7 @@ def trained(args) -> None:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for nfe in nfes:
         rows = [("dgm", sampler, dgm.samplers.level_grid(s, nfe, spacing), f"{sampler} {spacing}")
-                for sampler in ("dpm++2m", "dpm++3m", "unipc", "unipc3") for spacing in ("quadratic", "uniform")]
+                for sampler, spacing in dgm_rows]
         for sampler in (args.grid_samplers.split(",") if nfe in grid_nfe else ()):
             start = time.perf_counter()
             grid = optimized_grid(model.denoiser, s, sampler, nfe, x0_grid, generator=torch.Generator().manual_seed(0),
@@ -202,7 +216,7 @@ def trained(args) -> None:
             print(f"  optimized {sampler} grid, {nfe} NFE, {len(x0_grid)} examples, sweeps {args.grid_sweeps}, "
                   f"candidates {args.grid_candidates}: {time.perf_counter() - start:.0f} s  {grid}", flush=True)
             rows.append(("dgm", sampler, grid, f"{sampler} optimized"))
-        rows += [("diffusers", label, None, label) for label in TRAINED_SWEEP]
+        rows += [("diffusers", label, None, label) for label in diffusers_rows]
         scored = []
         for row in rows:
             x = draw(row, nfe, 0)
@@ -242,8 +256,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="--trained: where the net runs (cpu, cuda)")
     p.add_argument("--grid-sweeps", type=int, default=GRID_SEARCH["sweeps"])
     p.add_argument("--grid-candidates", type=int, default=GRID_SEARCH["candidates"])
+    p.add_argument("--short", action="store_true", help="--trained: fewer rows (TRAINED_SHORT, DGM_SHORT)")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.trained:
         return trained(args)
     n = args.n or (4_000 if args.quick else 20_000)
