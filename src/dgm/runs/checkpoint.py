@@ -105,13 +105,7 @@ def load_weights(path: Path, prefix: str | None = None) -> tuple[dict[str, torch
 
 def checkpoint_step(run_dir: Path) -> int:
     """The training step of the run's last checkpoint, from the weights file's metadata (no tensor is read)."""
-    path = Path(run_dir) / WEIGHTS
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        return int(metadata["step"])
-    except (SafetensorError, ValueError, KeyError, RuntimeError, OSError) as err:
-        raise CheckpointError(f"{str(path)!r} holds no dgm checkpoint step ({_first_line(err)})") from None
+    return int(load_weights(Path(run_dir) / WEIGHTS, prefix="\0")[1]["step"])
 
 
 def save_state(path: Path, state: dict) -> None:
