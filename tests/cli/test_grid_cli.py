@@ -114,18 +114,22 @@ def test_spacing_grids(capsys, run, tmp_path, spacing):
 
 def test_grid_errors(capsys, run, tmp_path, one_line_error):
     """One line naming the bad value. Mutations caught: optimizing a grid for the ancestral sampler (the
-    default), accepting an unknown grid, reading a corrupt stored grid as a grid, a VAE run taking --grid."""
+    default), accepting an unknown grid, reading a corrupt stored grid (or one with a non-numeric step) as a
+    grid, a VAE run taking --grid."""
     base = ["sample", str(run), "-n", "8", "--out", str(tmp_path / "x.npy")]
     line = one_line_error(base + ["--grid", "optimized"])
     assert "--grid optimized needs --sampler" in line and "'ancestral'" in line
     assert "'cubic'" in one_line_error(base + ["--grid", "cubic"])
     bad = grid_path(run, "ddim", 3)
-    bad.write_text("not json")
-    try:
-        line = one_line_error(base + ["--sampler", "ddim", "--steps", "3", "--grid", "optimized"])
-        assert str(bad) in line and "not a stored level grid" in line
-    finally:
-        bad.unlink()
+    stamped = {"sampler": "ddim", "nfe": 3, "L": 50, "grid": [50, 20, 5, 0], "step": "three"}
+    for text in ("not json", json.dumps(stamped)):  # a corrupt file; a grid with a step that is not a number
+        bad.write_text(text)
+        try:
+            line = one_line_error(base + ["--sampler", "ddim", "--steps", "3", "--grid", "optimized"])
+            assert str(bad) in line and "not a stored level grid" in line
+            assert bad.read_text() == text  # left as it was, not overwritten by a new derivation
+        finally:
+            bad.unlink()
     assert "--steps 51" in one_line_error(base + ["--sampler", "ddim", "--steps", "51", "--grid", "optimized"])
     vae = tmp_path / "vae"
     assert main(["train", "vae", "--data", "gmm2d", "--out", str(vae), "--steps", "2", "--no-progress"]) == 0

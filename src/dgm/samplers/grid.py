@@ -93,11 +93,12 @@ def load_grid(run_dir, s: Schedule, sampler: str, nfe: int, *, step: int | None 
     try:
         record = json.loads(path.read_text())
         levels, L, who = record["grid"], record["L"], record["sampler"]
+        stored_step = None if record.get("step") is None else int(record["step"])
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is not a stored level grid") from None
     if L != s.L or who != sampler or not isinstance(levels, list) or len(levels) != nfe + 1:
         raise ValueError(f"{path} holds a grid for {who!r} with L={L} and {len(levels) - 1} calls, "
                          f"not for {sampler!r} with L={s.L} and {nfe}")
-    if step is not None and record.get("step") is not None and int(record["step"]) != int(step):
+    if step is not None and stored_step is not None and stored_step != int(step):
         return None
     return check_grid(s, levels)
