@@ -1,7 +1,7 @@
 """MNIST time to quality: dgm's default recipe against diffusers' train_unconditional recipe, same 2 cores.
 
     .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR [--budgets 5 10 15] [--seeds 0 1 2]
-        [--sides dgm diffusers] [--dgm-config FILE.toml] [--label NAME] [--threads 2] [--bpd-examples 50]
+        [--sides dgm diffusers ldm] [--dgm-config FILE.toml] [--label NAME] [--threads 2] [--bpd-examples 50]
     .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --sides dgm --fixed-steps 300 --dgm-config F
         (a lever: dgm's recipe with the settings of F layered on it, judged after a fixed number of steps)
 
@@ -11,6 +11,10 @@ Both sides train on the first 9,000 images of the MNIST t10k file and are judged
   ``--dgm-config`` layers a settings file on it, to measure a lever), then ``--resume --minutes (B' - B)`` for each
   next budget: checkpoints of one run, each segment timed by dgm itself (process start-up and evaluation are
   outside the budget). Samples: the EMA weights, ``dpm++2m`` at 20 steps (dgm's quadratic level grid).
+- **ldm** (``--sides ldm``): the same with ``dgm train ldm``: latent diffusion, dgm's conv VAE for the recipe's
+  first steps, then a DDPM on its latents (``dgm.models.ldm``); sampled the same way (the latent DDPM's
+  ``dpm++2m`` at 20 steps, then the decoder means; and, in rows of their own, with its default sampler, ancestral
+  over all 1,000 levels, which costs about as much as the pixel DDPM's 20 steps).
 - **diffusers**: ``UNet2DModel(sample_size=28, block_out_channels=(32, 64, 64), layers_per_block=1,
   down Down/Down/AttnDown, norm_num_groups=8, attention_head_dim=32)``, ``DDPMScheduler(1000)`` (linear),
   AdamW lr 1e-3 (weight decay 1e-6, 200 warm-up steps, then constant: a run cut by the clock has no length for a
@@ -116,13 +120,15 @@ def bits_per_dim(model, x_held: torch.Tensor, n: int) -> dict:
 # ------------------------------------------------------------------------------------------------ dgm
 
 
-def dgm_side(args, data: Path, judge: Judge, out: Path) -> list[dict]:
+def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> list[dict]:
+    """dgm's side: ``dgm train ddpm`` (side "dgm") or ``dgm train ldm`` (side "ldm") on the default recipe."""
     from dgm.runs.checkpoint import load_model
 
-    run = out / "dgm"
+    side = "dgm" if kind == "ddpm" else kind
+    run = out / side
     rows, done = [], 0.0
     for budget in args.budgets:
-        cmd = [DGM, "train", "ddpm", "--out", str(run), "--no-progress"]
+        cmd = [DGM, "train", kind, "--out", str(run), "--no-progress"]
         cmd += ["--steps", str(args.fixed_steps)] if args.fixed_steps else ["--minutes", f"{budget - done:g}"]
         if done == 0:
             cmd += ["--data", str(data / "t10k-images-idx3-ubyte.gz"), "--heldout-last", str(N_HELDOUT)]
@@ -137,10 +143,20 @@ def dgm_side(args, data: Path, judge: Judge, out: Path) -> list[dict]:
         done = budget
         steps = int(torch.load(run / "state.pt", weights_only=True)["step"])
         model, _ = load_model(run)
-        rows.append(judge_model(args, judge, budget, steps, "dgm",
-                                lambda seed, m=model: m.sample(args.n_samples, sampler="dpm++2m", steps=20,
-                                                               generator=torch.Generator().manual_seed(seed)),
-                                lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples), run))
+        if int(getattr(model, "stage", 1)) == 0:  # an ldm still training its VAE: nothing to sample yet
+            print(f"{side}: {budget:g} min, step {steps}: still in stage 1 (the VAE); no row", flush=True)
+            continue
+        samplers = [("dpm++2m", 20)]
+        if kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
+            how = model.quick_sampling()[0]
+            samplers.append((how["sampler"], how["steps"]))
+        for sampler, nfe in samplers:
+            label = side if (sampler, nfe) == ("dpm++2m", 20) else f"{side} ({sampler} {nfe})"
+            rows.append(judge_model(args, judge, budget, steps, label,
+                                    lambda seed, m=model, s=sampler, n=nfe: m.sample(
+                                        args.n_samples, sampler=s, steps=n,
+                                        generator=torch.Generator().manual_seed(seed)),
+                                    lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples), run))
     return rows
 
 
@@ -153,7 +169,8 @@ def judge_model(args, judge: Judge, budget: float, steps: int, side: str, draw, 
             x = draw(seed)
         per_seed.append(judge(x))
         if seed == args.seeds[0]:
-            save_grid(x[:100], where / f"samples_{budget:g}min.png")
+            tag = "" if "(" not in side else "_" + side.split("(")[1].split()[0]  # e.g. _ancestral
+            save_grid(x[:100], where / f"samples_{budget:g}min{tag}.png")
     sample_s = (time.monotonic() - t0) / len(seeds)
     row = {"side": side, "minutes": budget, "steps": steps, "per_seed": per_seed, **spread(per_seed),
            "sample_seconds": sample_s, "seeds": seeds}
@@ -282,7 +299,8 @@ def main() -> None:
     p.add_argument("--mnist", help="folder of the MNIST t10k IDX files (default ../shared/data/mnist)")
     p.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 15], help="minutes of training")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sides", nargs="+", default=["dgm", "diffusers"], choices=["dgm", "diffusers"])
+    p.add_argument("--sides", nargs="+", default=["dgm", "diffusers"], choices=["dgm", "diffusers", "ldm"],
+                   help="dgm: dgm train ddpm (pixel space); ldm: dgm train ldm (latent diffusion); diffusers")
     p.add_argument("--dgm-config", help="a dgm train --config TOML file layered on the recipe (a lever)")
     p.add_argument("--all-seeds", action="store_true", help="every seed at every budget (default: the first "
                    "seed only, but every seed at the last budget)")
@@ -296,8 +314,8 @@ def main() -> None:
                    "(0: skip)")
     args = p.parse_args()
     if args.fixed_steps:
-        if args.sides != ["dgm"]:
-            raise SystemExit("--fixed-steps needs --sides dgm")
+        if len(args.sides) != 1 or args.sides[0] not in ("dgm", "ldm"):
+            raise SystemExit("--fixed-steps needs --sides dgm or --sides ldm")
         args.budgets = [0.0]
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -310,7 +328,10 @@ def main() -> None:
     results = {"label": args.label, "args": vars(args), "baseline": judge.baseline, "rows": [],
                "load_start": os.getloadavg(), "torch": torch.__version__, "started": time.ctime()}
     for side in args.sides:
-        rows = dgm_side(args, data, judge, out) if side == "dgm" else diffusers_side(args, x_train, judge, out)
+        if side == "diffusers":
+            rows = diffusers_side(args, x_train, judge, out)
+        else:
+            rows = dgm_side(args, data, judge, out, kind="ddpm" if side == "dgm" else "ldm")
         results["rows"] += rows
         results["load_end"] = os.getloadavg()
         (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -18,6 +18,11 @@ EXAMPLES = """examples:
   dgm train ddpm --data gmm2d --out runs/lr --lr 0.5 --on-nan skip    # skip steps whose loss is NaN or inf
   dgm train ddpm --data digits --out runs/digits-c --conditional      # p(x | class), classifier-free guidance
   dgm train vae --data labelled.npz --out runs/cvae --conditional --label-dropout 0.2
+  dgm train ldm --data t10k-images-idx3-ubyte.gz --heldout-last 1000 --out runs/mnist-ldm --minutes 15
+
+ldm (latent diffusion, images only) trains in two stages in one run directory: the VAE for the recipe's
+vae_steps (1,500 for 28x28 images), then a DDPM on its latents; --steps counts both stages, a run stopped in
+stage 1 goes on with --resume, and [model.vae] / [model.ddpm] tables in --config set each part.
 
 Ctrl-C (SIGINT) or SIGTERM stops at the end of the current step with a checkpoint (exit status 130 or 143;
 --resume continues exactly); a second one stops at once (the last checkpoint stays valid). One process at a time
@@ -53,7 +58,8 @@ def add_parser(sub) -> None:
     from dgm.training.config import PRECISIONS
     from dgm.training.divergence import MAX_CONSECUTIVE_SKIPS, ON_NAN
 
-    p = sub.add_parser("train", help="train a model", description="Train a DDPM, VAE or HVAE; write "
+    p = sub.add_parser("train", help="train a model", description="Train a DDPM, VAE, HVAE or LDM (a "
+                       "VAE and a DDPM on its latents); write "
                        "checkpoints, config.json and log.jsonl to --out.", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=MODEL_KINDS, help="the model")
@@ -180,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     def finish(result) -> None:  # rank 0, after the final checkpoint, while the run directory is still locked
         skipped = f", {result.skipped_nonfinite} non-finite steps skipped" if result.skipped_nonfinite else ""
         print(f"dgm: {args.kind} at step {result.step} (stopped by {result.stopped}) after "
-              f"{result.seconds:.0f} s, last loss {result.loss:.4g}{skipped}; checkpoint in {out}", file=sys.stderr)
+              f"{result.seconds:.0f} s, last loss {result.loss:.4g}{skipped}; checkpoint in {out}{_stage_note(model)}",
+              file=sys.stderr)
         torch.set_num_threads(before)
         if getattr(model, "variance", None) == "analytic":
             _estimate_analytic(result, data, out)
@@ -197,6 +204,14 @@ def run(args: argparse.Namespace) -> int:
                   "(dgm train ... --resume continues it)", file=sys.stderr)
         return EXIT_STATUS[result.stopped]
     return 0
+
+
+def _stage_note(model) -> str:
+    """For a model trained in stages (an ldm) that has not reached its last: which stage, and how to go on."""
+    if getattr(model, "stage", None) is None or int(model.stage) == 1:
+        return ""
+    return (f" (stage 1 of 2, the VAE; the latent DDPM trains from step {model.vae_steps} on: continue with "
+            "--resume)")
 
 
 def _estimate_analytic(result, data, out: Path) -> None:

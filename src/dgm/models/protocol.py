@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from dgm.models.ddpm import DDPM
+from dgm.models.ldm import LDM
 from dgm.models.vae import HVAE, VAE
 
 __all__ = ["GenerativeModel", "MODEL_CLASSES", "MODEL_KINDS", "build_model", "model_class"]
 
-MODEL_CLASSES = {"ddpm": DDPM, "vae": VAE, "hvae": HVAE}
+MODEL_CLASSES = {"ddpm": DDPM, "vae": VAE, "hvae": HVAE, "ldm": LDM}
 MODEL_KINDS = tuple(MODEL_CLASSES)
 
 
@@ -36,6 +37,10 @@ class GenerativeModel(Protocol):
       space: at least ``nll_nats`` (an upper bound), for a VAE ``elbo_nats`` too;
     - ``describe() -> str``: one line for a report; ``quick_sampling() -> (sampler keywords, label)``: how
       to draw good samples fast (a DDPM's few-step solver, a VAE's decoder means).
+
+    A model trained in stages (the LDM) also has ``begin_step(step, x, ema)``, which the training loop calls
+    before every step (``x``: the training data; ``ema``: the EMA copy), and ``stage_steps(step, total) ->
+    (step within the stage, the stage's length)``, from which the loop's warm-ups restart at each stage.
 
     ``cond`` carries class labels (LongTensor (B,), values 0..K-1, or K for the null class) for
     class-conditional models (``conditional`` true: DDPM and VAE with the ``conditional`` option). Such a
@@ -67,14 +72,14 @@ class GenerativeModel(Protocol):
 
 
 def model_class(kind: str) -> type:
-    """The class of a model kind ("ddpm" | "vae" | "hvae")."""
+    """The class of a model kind ("ddpm" | "vae" | "hvae" | "ldm")."""
     if kind not in MODEL_CLASSES:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     return MODEL_CLASSES[kind]
 
 
 def build_model(config: dict) -> torch.nn.Module:
-    """An untrained model from ``model.config()``: ``{"kind": "ddpm" | "vae" | "hvae", **options}``."""
+    """An untrained model from ``model.config()``: ``{"kind": "ddpm" | "vae" | "hvae" | "ldm", **options}``."""
     if not isinstance(config, dict) or "kind" not in config:
         raise ValueError(f"a model config must be a dict with a 'kind' key, got {config!r}")
     cls = model_class(config["kind"])

@@ -239,6 +239,12 @@ def run_figures(run: Run, *, n_samples: int = 500, seed: int = 0) -> RunFigures:
                                                       ("draws x ~ p(x|z)", to_points(run, noisy))])])
         grids = (("samples, decoder", png),)
         note = "A VAE's usual samples are its decoder means; draws from p(x|z) add the decoder noise."
+    elif run.kind == "ldm":
+        how, label = run.model.quick_sampling()
+        main, _ = draw(run.model, n_samples, seed=seed, **how)
+        grids = (("samples", plots.panels_png([[(label, main[:36])]], 6, panel_inches=2.6)),)
+        note = ("Latents z drawn by the latent DDPM, then the VAE's decoder means E[x|z] (an ldm models images "
+                "only).")
     else:
         raise ValueError(f"the report has no figures for a {run.kind!r} model")
     density = None

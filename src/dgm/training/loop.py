@@ -74,6 +74,15 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(m)
 
 
+def _stage(model, cfg: TrainConfig, step: int) -> tuple[int, TrainConfig]:
+    """(the step within the model's training stage, the settings with that stage's length as ``steps``): the
+    step and ``cfg`` themselves for a model trained in one stage. The warm-ups and decays run on these."""
+    if not hasattr(model, "stage_steps"):
+        return step, cfg
+    in_stage, length = model.stage_steps(step, cfg.steps)
+    return in_stage, dataclasses.replace(cfg, steps=length)
+
+
 @torch.no_grad()
 def _check_model_fits_data(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> None:
     """One loss evaluation on two examples (eval mode, own generator), so a model that does not fit the
@@ -226,7 +235,10 @@ def _train(model, ema, optimizer, scaler, x, labels, cfg: TrainConfig, group: Pr
                 stopped = signal_name(int(signum)) if signum else "minutes"
                 break
             model.train()
-            lr = learning_rate(cfg, step)
+            if hasattr(model, "begin_step"):  # a model trained in stages switches here (dgm.models.ldm)
+                model.begin_step(step, x, ema)
+            in_stage, stage_cfg = _stage(model, cfg, step)
+            lr = learning_rate(stage_cfg, in_stage)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             xb, yb = shard_batch(step, x, labels, **where)
@@ -254,7 +266,7 @@ def _train(model, ema, optimizer, scaler, x, labels, cfg: TrainConfig, group: Pr
                 else:
                     guard.applied()
                     good = {"grad_norm": grad_norm, **{k: float(v) for k, v in numbers.items()}}
-                ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                ema_update(ema, model, min(cfg.ema_decay, (1 + in_stage) / (10 + in_stage)))
                 window.append(loss.detach())
             else:
                 scaler.update()  # fp16: ends the scaler's step (it halves the scale); else a no-op

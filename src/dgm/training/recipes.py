@@ -76,6 +76,21 @@ VAE_IMAGE = {
               "decoder_std": "learned", "beta": 1.0, "kl_warmup_steps": 1000},
     "train": {"steps": 10000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999},
 }
+# LDM on images (Rombach et al. 2022; dgm.models.ldm): the VAE of the family for ``vae_steps`` steps, then a residual
+# MLP DDPM on its standardized latents (v-prediction, cosine schedule, as on 2-D vectors). Issue 13 (benchmarks/
+# RESULTS.md, "Latent diffusion"): on MNIST the conv VAE's reconstructions after about 1,200 steps are as good as
+# real data in the feature net's space, so the latent DDPM's fit decides the samples.
+LDM_LATENT_DDPM = {"net": {"kind": "mlp", "hidden": 512, "depth": 4, "emb_dim": 128}, "schedule": "cosine",
+                   "levels": 1000, "prediction": "v", "objective": "v", "weighting": "simple"}
+
+
+def _ldm(vae: dict, vae_steps: int, ddpm_steps: int) -> dict:
+    """An LDM entry: the family's VAE for ``vae_steps``, then the latent DDPM for ``ddpm_steps``."""
+    return {"model": {"vae": vae["model"], "ddpm": LDM_LATENT_DDPM, "vae_steps": vae_steps},
+            "train": {"steps": vae_steps + ddpm_steps, "batch_size": 128, "lr": 1e-3, "warmup_steps": 200,
+                      "ema_decay": 0.999}}
+
+
 HVAE_LATENTS = {"vector": [2, 2], "small_image": [16, 8], "image": [32, 16]}  # (m_1, m_2), z_1 next to x
 
 
@@ -91,6 +106,7 @@ TABLE = {
     ("hvae", "vector"): _hvae(VAE_VECTOR, HVAE_LATENTS["vector"]),
     ("hvae", "small_image"): _hvae(VAE_SMALL_IMAGE, HVAE_LATENTS["small_image"]),
     ("hvae", "image"): _hvae(VAE_IMAGE, HVAE_LATENTS["image"]),
+    ("ldm", "small_image"): _ldm(VAE_SMALL_IMAGE, 3000, 10000), ("ldm", "image"): _ldm(VAE_IMAGE, 1500, 20000),
 }
 assert {kind for kind, _ in TABLE} == set(MODEL_KINDS), "a recipe for every model kind"
 
@@ -112,6 +128,9 @@ def recipe(kind: str, scaling, device="auto") -> tuple[dict, dict]:
     The model config is complete (``build_model`` takes it); the train settings are ``TrainConfig`` keys.
     """
     cls = model_class(kind)  # ValueError naming an unknown kind
+    if (kind, family(scaling)) not in TABLE:
+        raise ValueError(f"an {kind} models images; this data is {family(scaling)} data of shape "
+                         f"{list(scaling.shape)}")
     entry = copy.deepcopy(TABLE[kind, family(scaling)])
     train = entry["train"]
     if "mixed_precision" in train:
