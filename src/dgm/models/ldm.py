@@ -94,8 +94,9 @@ class LDM(nn.Module):
 
     def quick_sampling(self) -> tuple[dict, str]:
         """Ancestral sampling over all L levels of the latent DDPM, then the decoder means: on latent vectors a
-        level costs little (1,000 MNIST samples in about 90 s on one CPU thread), and on MNIST it gave better
-        samples than DPM-Solver++(2M) at 20 NFE (FD 1.33 vs 1.76; benchmarks/RESULTS.md, "Latent diffusion")."""
+        level costs little (1,000 MNIST samples in 44 s on two CPU cores), and on MNIST it gave better samples
+        than DPM-Solver++(2M) at 20 NFE (FD 1.35 vs 1.80 after 15 minutes; benchmarks/RESULTS.md, "Latent
+        diffusion")."""
         L = self.ddpm.levels
         return {"sampler": "ancestral", "steps": L}, f"latent ancestral, {L} levels, decoder means"
 
