@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -150,13 +151,14 @@ def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> l
         if kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
             how = model.quick_sampling()[0]
             samplers.append((how["sampler"], how["steps"]))
+        bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
         for sampler, nfe in samplers:
             label = side if (sampler, nfe) == ("dpm++2m", 20) else f"{side} ({sampler} {nfe})"
             rows.append(judge_model(args, judge, budget, steps, label,
                                     lambda seed, m=model, s=sampler, n=nfe: m.sample(
                                         args.n_samples, sampler=s, steps=n,
                                         generator=torch.Generator().manual_seed(seed)),
-                                    lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples), run))
+                                    bound, run))
     return rows
 
 
