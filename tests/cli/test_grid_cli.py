@@ -17,6 +17,14 @@ from dgm.samplers.grid import grid_path, save_grid
 
 # the module (the attribute dgm.samplers.optimized_grid is the function)
 optimized_grid_module = importlib.import_module("dgm.samplers.optimized_grid")
+sample_module = importlib.import_module("dgm.cli.sample")
+
+
+@pytest.fixture(autouse=True)
+def small_vector_search(monkeypatch):
+    """The vector-data derivation at a test's size (the settings are read at call time)."""
+    monkeypatch.setattr(sample_module, "GRID_EXAMPLES_VECTOR", 200)
+    monkeypatch.setattr(sample_module, "GRID_SEARCH_VECTOR", {"sweeps": 1, "candidates": 3, "objective": "sw"})
 
 
 
@@ -48,9 +56,10 @@ def test_optimized_grid_is_derived_once_then_reused(capsys, run, tmp_path, monke
     path.unlink(missing_ok=True)
     assert main(_sample(run, tmp_path / "a.npy", "--grid", "optimized")) == 0
     err = capsys.readouterr().err
-    assert "derived the optimized dpm++2m grid for 4 NFE from" in err and str(path) in err
+    assert "derived the optimized dpm++2m grid for 4 NFE with a Gaussian start from 200" in err and str(path) in err
     stored = json.loads(path.read_text())
     assert stored["sampler"] == "dpm++2m" and stored["nfe"] == 4 and stored["L"] == 50
+    assert stored["start"] == "gaussian" and stored["objective"] == "sw"
     assert stored["examples"] > 1 and "error" in stored and stored["step"] == ckpt.checkpoint_step(run) == 3
 
     def no_search(*args, **kw):
@@ -97,6 +106,23 @@ def test_the_stored_grid_is_the_one_sampled_on(capsys, run, tmp_path):
     got = np.load(tmp_path / "s.npy")
     np.testing.assert_array_equal(got, _expected(run, tmp_path, grid=mine))
     assert not np.array_equal(got, _expected(run, tmp_path))  # the quadratic grid samples differently
+    grid_path(run, "dpm++2m", 4).unlink()
+
+
+def test_a_grid_derived_with_a_gaussian_start_is_sampled_with_it(capsys, run, tmp_path):
+    """A stored grid marked start = gaussian is sampled from x_L carried to its first level by the Gaussian of
+    the run's training data. Mutation caught: the start dropped when the stored grid is reused."""
+    from dgm.data.spec import load_run_data
+    from dgm.samplers.gaussian_start import GaussianStart
+
+    model, config = ckpt.load_model(run)
+    mine = [30, 12, 5, 2, 0]
+    save_grid(run, model.schedule, "dpm++2m", mine, start="gaussian", method="hand-made for the test")
+    assert main(_sample(run, tmp_path / "s.npy", "--grid", "optimized")) == 0
+    got = np.load(tmp_path / "s.npy")
+    start = GaussianStart.fit(load_run_data(config["data"]).train)
+    np.testing.assert_array_equal(got, _expected(run, tmp_path, grid=mine, start=start))
+    assert not np.array_equal(got, _expected(run, tmp_path, grid=mine))
     grid_path(run, "dpm++2m", 4).unlink()
 
 

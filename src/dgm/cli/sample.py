@@ -2,7 +2,10 @@
 
 ``--grid optimized`` samples a DDPM run on the level grid derived from the run itself
 (``dgm.samplers.optimized_grid``: its EMA denoiser and a subset of its training data, never a known density),
-stored in the run directory as grid_<sampler>_<nfe>.json the first time and reused after.
+stored in the run directory as grid_<sampler>_<nfe>.json the first time and reused after. On vector data
+(2-D toys, a user's arrays) of an unconditional run the grid starts below L from a Gaussian fitted to the
+training data (``dgm.samplers.gaussian_start``) and the search matches the teacher's end points as a set
+("sw"); on images, and on conditional runs, it keeps level L and matches them point by point ("mse").
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ GRIDS = ("quadratic", "uniform", "optimized")
 # about a thousand calls of the net on 64 images; benchmarks/RESULTS.md, few-step section)
 GRID_EXAMPLES = 64
 GRID_SEARCH = {"sweeps": 2, "candidates": 5}
+# on vector data the net is cheap and a distribution distance needs many examples: with the Gaussian start this
+# is the setting that took mix8d at 5 NFE from 3.5x to 1.4x the floor (benchmarks/RESULTS.md, few-step section)
+GRID_EXAMPLES_VECTOR = 2000
+GRID_SEARCH_VECTOR = {"sweeps": 4, "candidates": 9, "objective": "sw"}
 
 
 def add_parser(sub) -> None:
@@ -43,9 +50,10 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", choices=GRIDS,
                    help="DDPM levels visited: quadratic (the default of every sampler but ancestral with all "
                         "levels), uniform, or optimized: derived from this run's denoiser and "
-                        f"{GRID_EXAMPLES} of its training examples for --sampler and --steps (ddim, dpm++2m, "
-                        "dpm++3m, unipc, unipc3), stored in DIR as grid_SAMPLER_STEPS.json the first time and "
-                        "reused after")
+                        f"{GRID_EXAMPLES} of its training examples (vector data: {GRID_EXAMPLES_VECTOR}, and a "
+                        "start below L from a Gaussian fitted to the training data) for --sampler and --steps "
+                        "(ddim, dpm++2m, dpm++3m, unipc, unipc3), stored in DIR as grid_SAMPLER_STEPS.json the "
+                        "first time and reused after")
     p.add_argument("--class", dest="label", metavar="C",
                    help="class index or name of a conditional run (default: the unconditional model)")
     p.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W",
@@ -129,18 +137,23 @@ def grid_options(args, model, config) -> dict:
     if sampler not in GRID_SOLVERS:
         raise ValueError(f"--grid optimized needs --sampler one of {', '.join(GRID_SOLVERS)}, not {sampler!r}")
     steps = args.steps or min(DEFAULT_STEPS[sampler], model.schedule.L)
-    return {"grid": run_level_grid(Path(args.run), model, config, sampler, steps)}
+    return run_level_grid(Path(args.run), model, config, sampler, steps)
 
 
-def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> list[int]:
-    """The optimized grid of ``sampler`` at ``steps`` NFE stored in ``run_dir``; where there is none, derived
-    with ``dgm.samplers.optimized_grid.run_grid`` from the run's EMA denoiser and ``GRID_EXAMPLES`` training
-    examples (a seeded subset, with their labels on a conditional run) with ``GRID_SEARCH``'s coordinate descent,
-    stored, and said on stderr."""
+def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> dict:
+    """``model.sample``'s keywords for the optimized grid of ``sampler`` at ``steps`` NFE stored in ``run_dir``:
+    ``grid``, and ``start`` (the Gaussian fitted to all the run's training data) where the grid was derived with
+    one. Where there is none, derived with ``dgm.samplers.optimized_grid.run_grid`` from the run's EMA denoiser
+    and ``GRID_EXAMPLES`` training examples (a seeded subset, with their labels on a conditional run) with
+    ``GRID_SEARCH``'s coordinate descent (on vector data of an unconditional run: ``GRID_EXAMPLES_VECTOR``,
+    ``GRID_SEARCH_VECTOR`` and a Gaussian start), stored, and said on stderr."""
+    import json
+
     import torch
 
     from dgm.data.spec import load_run_data
     from dgm.runs.checkpoint import checkpoint_step
+    from dgm.samplers.gaussian_start import GaussianStart
     from dgm.samplers.grid import grid_path, load_grid
     from dgm.samplers.optimized_grid import run_grid
 
@@ -150,7 +163,9 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> li
     grid = load_grid(run_dir, s, sampler, steps, step=step)
     if grid is not None:
         print(f"dgm: using the optimized grid stored in {path}", file=sys.stderr)
-        return grid
+        if json.loads(path.read_text()).get("start") != "gaussian":
+            return {"grid": grid}
+        return {"grid": grid, "start": GaussianStart.fit(load_run_data(config["data"]).train)}
     if path.exists():
         print(f"dgm: the grid in {path} was derived from another checkpoint than step {step}'s; deriving it "
               "again", file=sys.stderr)
@@ -158,12 +173,18 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> li
         raise ValueError(f"--steps {steps}: the run has L = {s.L} levels, so 1..{s.L} denoiser calls")
     data = load_run_data(config["data"])
     device = next(model.parameters()).device
-    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:GRID_EXAMPLES]
+    conditional = getattr(model, "conditional", False)
+    vector = len(model.data_shape) == 1 and not conditional
+    examples, search = (GRID_EXAMPLES_VECTOR, dict(GRID_SEARCH_VECTOR)) if vector else (GRID_EXAMPLES, GRID_SEARCH)
+    if vector:
+        search["start"] = GaussianStart.fit(data.train)
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:examples]
     x0 = data.train[pick].to(device)
-    cond = data.train_labels[pick].to(device) if getattr(model, "conditional", False) else None
-    start = time.perf_counter()
+    cond = data.train_labels[pick].to(device) if conditional else None
+    began = time.perf_counter()
     grid = run_grid(run_dir, model.denoiser, s, sampler, steps, x0, cond=cond, teacher_steps=min(200, s.L),
-                    generator=torch.Generator(device=device).manual_seed(0), step=step, **GRID_SEARCH)
-    print(f"dgm: derived the optimized {sampler} grid for {steps} NFE from {len(x0)} training examples in "
-          f"{time.perf_counter() - start:.1f} s; stored in {path}", file=sys.stderr)
-    return grid
+                    generator=torch.Generator(device=device).manual_seed(0), step=step, **search)
+    how = " with a Gaussian start" if vector else ""
+    print(f"dgm: derived the optimized {sampler} grid for {steps} NFE{how} from {len(x0)} training examples in "
+          f"{time.perf_counter() - began:.1f} s; stored in {path}", file=sys.stderr)
+    return {"grid": grid} | ({"start": search["start"]} if vector else {})

@@ -47,6 +47,7 @@ def sample(
     dtype=torch.float32,
     cond=None,
     variance="fixed_small",
+    start=None,
 ):
     """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler (``SAMPLERS``): "ancestral", "ddim",
     "dpm++2m", "dpm++3m", "unipc" (2M predictor with the UniC corrector), "unipc3" (3M predictor, UniC-3).
@@ -57,6 +58,9 @@ def sample(
     ``cond`` (labels (n,)) is passed to the denoiser; ``variance`` is the reverse variance of ancestral
     sampling; ``eta`` DDIM's. With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory
     is a dict of ``levels`` (visited levels, then 0), ``x`` (len(levels), *shape) and ``x0_hat``.
+    ``start``: a ``dgm.samplers.gaussian_start.GaussianStart``; a grid that begins below L then starts from x_L
+    carried there along the fitted Gaussian's exact flow (no denoiser call). Without it such a grid starts from
+    x_L ~ N(0, I) as drawn.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -69,6 +73,10 @@ def sample(
     if device is None and generator is not None:
         device = generator.device
     x_L = rng.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    if start is not None:
+        if sampler == "ancestral":
+            raise ValueError("a Gaussian start is for the deterministic solvers, not ancestral sampling")
+        x_L = start.carry(s, x_L, grid[0])
     record: list[dict] = []
     kw = dict(generator=generator, clip=clip, callback=record.append if return_trajectory else None, cond=cond)
     with torch.no_grad():
