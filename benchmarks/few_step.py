@@ -27,9 +27,10 @@ eps*(x, t + 1) at diffusers' (rounded) timestep t, as a diffusers pipeline calls
 shipped feature space of the images' size (``dgm.evaluation.features``: digits or MNIST) of n samples (clamped
 to [-1, 1]) against the run's held-out images. dgm rows: dpm++2m, dpm++3m, unipc, unipc3 on the quadratic and
 uniform grids, and the samplers of ``--grid-samplers`` on a grid optimized from the denoiser and
-``--grid-examples`` training images (at the NFE of ``--grid-nfe``; by default the same subset and search as
-``dgm sample --grid optimized``, so the same grid); dgm's samplers clip x0_hat to the data range as
-``model.sample`` does. ``--device cuda`` runs the net on the GPU (MNIST); ``--short`` keeps fewer rows
+``--grid-examples`` training images with the Gaussian start of all training images (at the NFE of
+``--grid-nfe``; by default the same subset and search as ``dgm sample --grid optimized``, so the same grid);
+dgm's samplers clip x0_hat to the data range as ``model.sample`` does. ``--device cuda`` runs the net on the
+GPU (MNIST); ``--short`` keeps fewer rows
 (``DGM_SHORT`` and ``TRAINED_SHORT``: what won on the digits model and diffusers' default), for MNIST on a CPU;
 ``--threads`` sets torch's threads (default 1).
 diffusers rows: ``TRAINED_SWEEP``, a reduced sweep (the settings that won on the mixtures and diffusers'
@@ -205,7 +206,8 @@ def trained(args) -> None:
     def draw(row, nfe, seed):
         g = torch.Generator().manual_seed(seed)
         if row[0] == "dgm":
-            return model.sample(n, generator=g, sampler=row[1], grid=row[2])
+            start = gaussian if row[3].endswith("optimized") else None
+            return model.sample(n, generator=g, sampler=row[1], grid=row[2], start=start)
         x_L = rng.randn(shape, generator=g, dtype=torch.float32, device=device)
         with torch.no_grad():
             x, calls = run_diffusers(sweep[row[1]](betas), model.denoiser, x_L, nfe)
@@ -216,6 +218,7 @@ def trained(args) -> None:
     x0_grid = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
                          [:args.grid_examples]].to(device)
     grid_nfe = [int(v) for v in args.grid_nfe.split(",") if v]
+    gaussian = GaussianStart.fit(data.train)  # as dgm sample --grid optimized on an unconditional image run
     table = ["| model | NFE | floor | dgm best | FD | / floor | diffusers best | FD | / floor | dgm / diffusers |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for nfe in nfes:
@@ -225,7 +228,7 @@ def trained(args) -> None:
             start = time.perf_counter()
             grid = optimized_grid(model.denoiser, s, sampler, nfe, x0_grid, generator=torch.Generator().manual_seed(0),
                                   teacher_steps=min(200, s.L), sweeps=args.grid_sweeps,
-                                  candidates=args.grid_candidates)
+                                  candidates=args.grid_candidates, start=gaussian)
             print(f"  optimized {sampler} grid, {nfe} NFE, {len(x0_grid)} examples, sweeps {args.grid_sweeps}, "
                   f"candidates {args.grid_candidates}: {time.perf_counter() - start:.0f} s  {grid}", flush=True)
             rows.append(("dgm", sampler, grid, f"{sampler} optimized"))

@@ -212,3 +212,26 @@ def test_eval_grid_needs_metrics(run, one_line_error, capsys):
     capsys.readouterr()
     line = one_line_error(["eval", str(run), "--grid", "uniform"])
     assert "--grid uniform applies to the samples of --metrics" in line
+
+
+def test_an_image_run_derives_a_start_grid_point_by_point(capsys, tmp_path, monkeypatch):
+    """On images of an unconditional run the grid is derived with the Gaussian start and the paired objective
+    from GRID_EXAMPLES images, and sampled with the start. Mutations caught: images left without the start,
+    or given the vector settings."""
+    from dgm.data.spec import load_run_data
+    from dgm.samplers.gaussian_start import GaussianStart
+
+    monkeypatch.setattr(sample_module, "GRID_SEARCH", {"sweeps": 1, "candidates": 3})
+    run = tmp_path / "digits"
+    assert main(["train", "ddpm", "--data", "digits", "--steps", "2", "--out", str(run), "--no-progress"]) == 0
+    args = ["sample", str(run), "-n", "8", "--out", str(tmp_path / "s.npy"), "--sampler", "unipc", "--steps", "3",
+            "--grid", "optimized"]
+    assert main(args) == 0
+    assert "grid for 3 NFE with a Gaussian start from 64 training examples" in capsys.readouterr().err
+    stored = json.loads(grid_path(run, "unipc", 3).read_text())
+    assert stored["start"] == "gaussian" and stored["objective"] == "mse" and stored["examples"] == 64
+    model, config = ckpt.load_model(run)
+    start = GaussianStart.fit(load_run_data(config["data"]).train)
+    expected = write_samples(model, 8, tmp_path / "e.npy", Scaling.from_dict(config["scaling"]), seed=0,
+                             sampler="unipc", steps=3, grid=stored["grid"], start=start)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(expected))

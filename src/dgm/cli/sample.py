@@ -2,10 +2,11 @@
 
 ``--grid optimized`` samples a DDPM run on the level grid derived from the run itself
 (``dgm.samplers.optimized_grid``: its EMA denoiser and a subset of its training data, never a known density),
-stored in the run directory as grid_<sampler>_<nfe>.json the first time and reused after. On vector data
-(2-D toys, a user's arrays) of an unconditional run the grid starts below L from a Gaussian fitted to the
-training data (``dgm.samplers.gaussian_start``) and the search matches the teacher's end points as a set
-("sw"); on images, and on conditional runs, it keeps level L and matches them point by point ("mse").
+stored in the run directory as grid_<sampler>_<nfe>.json the first time and reused after. On an
+unconditional run with at most ``GAUSSIAN_START_MAX_DIM`` dimensions the grid may start below L, from a
+Gaussian fitted to the training data (``dgm.samplers.gaussian_start``). On vector data (2-D toys, a user's
+arrays) the search matches the teacher's end points as a set ("sw", 2,000 examples); on images it matches them
+point by point ("mse", 64 examples). Conditional runs keep level L.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ GRID_SEARCH = {"sweeps": 2, "candidates": 5}
 # is the setting that took mix8d at 5 NFE from 3.5x to 1.4x the floor (benchmarks/RESULTS.md, few-step section)
 GRID_EXAMPLES_VECTOR = 2000
 GRID_SEARCH_VECTOR = {"sweeps": 4, "candidates": 9, "objective": "sw"}
+# the Gaussian start needs the data's covariance (D x D, an eigendecomposition): up to 64x64 gray or 32x32 RGB
+GAUSSIAN_START_MAX_DIM = 4096
 
 
 def add_parser(sub) -> None:
@@ -50,10 +53,10 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", choices=GRIDS,
                    help="DDPM levels visited: quadratic (the default of every sampler but ancestral with all "
                         "levels), uniform, or optimized: derived from this run's denoiser and "
-                        f"{GRID_EXAMPLES} of its training examples (vector data: {GRID_EXAMPLES_VECTOR}, and a "
-                        "start below L from a Gaussian fitted to the training data) for --sampler and --steps "
-                        "(ddim, dpm++2m, dpm++3m, unipc, unipc3), stored in DIR as grid_SAMPLER_STEPS.json the "
-                        "first time and reused after")
+                        f"{GRID_EXAMPLES} of its training examples (vector data: {GRID_EXAMPLES_VECTOR}), starting "
+                        "below L from a Gaussian fitted to the training data (unconditional runs), for --sampler "
+                        "and --steps (ddim, dpm++2m, dpm++3m, unipc, unipc3), stored in DIR as "
+                        "grid_SAMPLER_STEPS.json the first time and reused after")
     p.add_argument("--class", dest="label", metavar="C",
                    help="class index or name of a conditional run (default: the unconditional model)")
     p.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W",
@@ -145,8 +148,9 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> di
     ``grid``, and ``start`` (the Gaussian fitted to all the run's training data) where the grid was derived with
     one. Where there is none, derived with ``dgm.samplers.optimized_grid.run_grid`` from the run's EMA denoiser
     and ``GRID_EXAMPLES`` training examples (a seeded subset, with their labels on a conditional run) with
-    ``GRID_SEARCH``'s coordinate descent (on vector data of an unconditional run: ``GRID_EXAMPLES_VECTOR``,
-    ``GRID_SEARCH_VECTOR`` and a Gaussian start), stored, and said on stderr."""
+    ``GRID_SEARCH``'s coordinate descent (on vector data of an unconditional run: ``GRID_EXAMPLES_VECTOR`` and
+    ``GRID_SEARCH_VECTOR``), with a Gaussian start on an unconditional run of at most
+    ``GAUSSIAN_START_MAX_DIM`` dimensions, stored, and said on stderr."""
     import json
 
     import torch
@@ -175,8 +179,10 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> di
     device = next(model.parameters()).device
     conditional = getattr(model, "conditional", False)
     vector = len(model.data_shape) == 1 and not conditional
-    examples, search = (GRID_EXAMPLES_VECTOR, dict(GRID_SEARCH_VECTOR)) if vector else (GRID_EXAMPLES, GRID_SEARCH)
-    if vector:
+    examples, search = (GRID_EXAMPLES_VECTOR, GRID_SEARCH_VECTOR) if vector else (GRID_EXAMPLES, GRID_SEARCH)
+    search = dict(search)
+    gaussian = not conditional and data.train[0].numel() <= GAUSSIAN_START_MAX_DIM
+    if gaussian:
         search["start"] = GaussianStart.fit(data.train)
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:examples]
     x0 = data.train[pick].to(device)
@@ -184,7 +190,7 @@ def run_level_grid(run_dir: Path, model, config, sampler: str, steps: int) -> di
     began = time.perf_counter()
     grid = run_grid(run_dir, model.denoiser, s, sampler, steps, x0, cond=cond, teacher_steps=min(200, s.L),
                     generator=torch.Generator(device=device).manual_seed(0), step=step, **search)
-    how = " with a Gaussian start" if vector else ""
+    how = " with a Gaussian start" if gaussian else ""
     print(f"dgm: derived the optimized {sampler} grid for {steps} NFE{how} from {len(x0)} training examples in "
           f"{time.perf_counter() - began:.1f} s; stored in {path}", file=sys.stderr)
-    return {"grid": grid} | ({"start": search["start"]} if vector else {})
+    return {"grid": grid} | ({"start": search["start"]} if gaussian else {})
