@@ -50,6 +50,10 @@ def test_bad_starts_are_one_line_errors(mixture):
         dgm.sample(fn, s, (4, 2), sampler="ancestral", start=g)
     with pytest.raises(ValueError, match="objective 'w2'"):
         optimized_grid(fn, s, "unipc", 4, mixture.sample(20), objective="w2", teacher_steps=20)
+    with pytest.raises(ValueError, match=r"tops must be .* got \(\)"):
+        optimized_grid(fn, s, "unipc", 4, mixture.sample(20), start=g, tops=(), teacher_steps=20)
+    with pytest.raises(ValueError, match=r"got \(1.5,\)"):
+        optimized_grid(fn, s, "unipc", 4, mixture.sample(20), start=g, tops=(1.5,), teacher_steps=20)
 
 
 def test_sample_with_a_start_runs_the_solver_from_the_carried_point(mixture):

@@ -106,6 +106,8 @@ def optimized_grid(eps_fn, s: Schedule, sampler: str, nfe: int, x0: Tensor, *, g
         raise ValueError(f"x0 must be a tensor of at least 2 training examples (m, ...), got {type(x0).__name__}")
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown grid objective {objective!r}; choose one of {OBJECTIVES}")
+    if start is not None and (not tops or not all(0 < top <= 1 for top in tops)):
+        raise ValueError(f"tops must be fractions of L in (0, 1], at least one, got {tops!r}")
     if not 1 <= teacher_steps <= s.L or sweeps < 0 or candidates < 2 or projections < 1:
         raise ValueError(f"bad search settings: teacher_steps={teacher_steps!r} (1..{s.L}), sweeps={sweeps!r}, "
                          f"candidates={candidates!r}, projections={projections!r}")
