@@ -93,7 +93,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--mixed-precision", choices=(*PRECISIONS, "auto"),
                    help="autocast the forward pass (fp16 with loss scaling); auto: bf16 where it is measured faster "
-                   "(CPUs with AMX), else no (the 28x28 image recipe's default)")
+                   "(CPUs with AMX or AVX-512 BF16), else no (the 28x28 image recipe's default)")
     p.add_argument("--on-nan", choices=ON_NAN, default="stop", help="a loss or gradient norm that is NaN or "
                    "infinite: stop with an error naming the step (default; the last checkpoint is kept), or skip the "
                    f"step (no update; counted as skipped_nonfinite in log.jsonl; {MAX_CONSECUTIVE_SKIPS} in a row "
