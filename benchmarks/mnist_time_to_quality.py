@@ -10,7 +10,8 @@ Both sides train on the first 9,000 images of the MNIST t10k file and are judged
 - **dgm**: ``dgm train ddpm --data <t10k images> --heldout-last 1000 --minutes B`` (the default recipe, no flags;
   ``--dgm-config`` layers a settings file on it, to measure a lever), then ``--resume --minutes (B' - B)`` for each
   next budget: checkpoints of one run, each segment timed by dgm itself (process start-up and evaluation are
-  outside the budget). Samples: the EMA weights, ``dpm++2m`` at 20 steps (dgm's quadratic level grid).
+  outside the budget). Samples: the EMA weights, ``dpm++2m`` at 20 steps (dgm's quadratic level grid), and in
+  rows of their own the samplers of ``--dgm-samplers`` (e.g. ``ancestral:100:uniform``).
 - **ldm** (``--sides ldm``): the same with ``dgm train ldm``: latent diffusion, dgm's conv VAE for the recipe's
   first steps, then a DDPM on its latents (``dgm.models.ldm``); sampled the same way (the latent DDPM's
   ``dpm++2m`` at 20 steps, then the decoder means; and, in rows of their own, with its default sampler, ancestral
@@ -147,16 +148,20 @@ def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> l
         if int(getattr(model, "stage", 1)) == 0:  # an ldm still training its VAE: nothing to sample yet
             print(f"{side}: {budget:g} min, step {steps}: still in stage 1 (the VAE); no row", flush=True)
             continue
-        samplers = [("dpm++2m", 20)]
+        samplers = [("dpm++2m", 20, "quadratic")]
         if kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
             how = model.quick_sampling()[0]
-            samplers.append((how["sampler"], how["steps"]))
+            samplers.append((how["sampler"], how["steps"], "quadratic"))
+        else:
+            samplers += args.dgm_samplers
         bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
-        for sampler, nfe in samplers:
+        for sampler, nfe, spacing in samplers:
             label = side if (sampler, nfe) == ("dpm++2m", 20) else f"{side} ({sampler} {nfe})"
+            if spacing != "quadratic":
+                label = label[:-1] + f" {spacing})"
             rows.append(judge_model(args, judge, budget, steps, label,
-                                    lambda seed, m=model, s=sampler, n=nfe: m.sample(
-                                        args.n_samples, sampler=s, steps=n,
+                                    lambda seed, m=model, s=sampler, n=nfe, sp=spacing: m.sample(
+                                        args.n_samples, sampler=s, steps=n, spacing=sp,
                                         generator=torch.Generator().manual_seed(seed)),
                                     bound, run))
     return rows
@@ -295,6 +300,18 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sampler_spec(text: str) -> tuple[str, int, str]:
+    """"ancestral:100:uniform" -> ("ancestral", 100, "uniform"); the spacing defaults to quadratic."""
+    from dgm.samplers import SAMPLERS
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in SAMPLERS or not parts[1].isdigit() or int(parts[1]) < 1 or (
+            len(parts) == 3 and parts[2] not in ("quadratic", "uniform")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not SAMPLER:NFE[:quadratic|uniform] with a sampler of "
+                                         f"{', '.join(SAMPLERS)}")
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else "quadratic"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -304,6 +321,9 @@ def main() -> None:
     p.add_argument("--sides", nargs="+", default=["dgm", "diffusers"], choices=["dgm", "diffusers", "ldm"],
                    help="dgm: dgm train ddpm (pixel space); ldm: dgm train ldm (latent diffusion); diffusers")
     p.add_argument("--dgm-config", help="a dgm train --config TOML file layered on the recipe (a lever)")
+    p.add_argument("--dgm-samplers", nargs="+", type=sampler_spec, default=[], metavar="SAMPLER:NFE[:SPACING]",
+                   help="side dgm: rows for these samplers too, beside dpm++2m 20 (e.g. ancestral:100:uniform, the "
+                   "pixel DDPM's stochastic sampler at a fifth of its levels)")
     p.add_argument("--all-seeds", action="store_true", help="every seed at every budget (default: the first "
                    "seed only, but every seed at the last budget)")
     p.add_argument("--fixed-steps", type=int, help="dgm only: train for this many steps instead of --budgets (one "
