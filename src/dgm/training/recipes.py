@@ -50,9 +50,9 @@ DDPM_SMALL_IMAGE = {
 }
 # DDPM on 28x28 images: a UNet (28 -> 14 -> 7, attention at 7x7). Issue 13 (benchmarks/RESULTS.md, "MNIST time to
 # quality"): lr 1e-3 with 200 warm-up steps (was 2e-4 and 500, too slow for a 15-minute run); bfloat16 autocast where
-# it is measured faster ("auto": CPUs with AMX or AVX-512 BF16, where a step takes 0.55-0.65 of the time); one residual block per level
-# on the way down (was two: 1.5x the steps in 15 minutes; FD at 300 steps 16.94 vs 16.60) and min-SNR weighting (Hang
-# et al. 2023: FD 3.58 vs 4.39 after 15 minutes; with one block per level too, 2.32).
+# it is measured faster ("auto": CPUs with AMX or AVX-512 BF16, where a step takes 0.55-0.65 of the time); one
+# residual block per level on the way down (was two: 1.5x the steps in 15 minutes; FD at 300 steps 16.94 vs 16.60) and
+# min-SNR weighting (Hang et al. 2023: FD 3.58 vs 4.39 after 15 minutes; with one block per level too, 2.32).
 DDPM_IMAGE = {
     "model": {"net": {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
                       "attn_resolutions": [7], "groups": 8, "head_channels": 32},
