@@ -153,12 +153,11 @@ def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> l
             how = model.quick_sampling()[0]
             samplers.append((how["sampler"], how["steps"], "quadratic"))
         else:
-            samplers += args.dgm_samplers
+            samplers += [spec for spec in dict.fromkeys(args.dgm_samplers) if spec not in samplers]
         bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
         for sampler, nfe, spacing in samplers:
-            label = side if (sampler, nfe) == ("dpm++2m", 20) else f"{side} ({sampler} {nfe})"
-            if spacing != "quadratic":
-                label = label[:-1] + f" {spacing})"
+            how = f"{sampler} {nfe}" + ("" if spacing == "quadratic" else f" {spacing}")
+            label = side if (sampler, nfe, spacing) == ("dpm++2m", 20, "quadratic") else f"{side} ({how})"
             rows.append(judge_model(args, judge, budget, steps, label,
                                     lambda seed, m=model, s=sampler, n=nfe, sp=spacing: m.sample(
                                         args.n_samples, sampler=s, steps=n, spacing=sp,
@@ -176,7 +175,7 @@ def judge_model(args, judge: Judge, budget: float, steps: int, side: str, draw, 
             x = draw(seed)
         per_seed.append(judge(x))
         if seed == args.seeds[0]:
-            tag = "" if "(" not in side else "_" + side.split("(")[1].split()[0]  # e.g. _ancestral
+            tag = "" if "(" not in side else "_" + "_".join(side.split("(")[1].rstrip(")").split())  # _ancestral_100
             save_grid(x[:100], where / f"samples_{budget:g}min{tag}.png")
     sample_s = (time.monotonic() - t0) / len(seeds)
     row = {"side": side, "minutes": budget, "steps": steps, "per_seed": per_seed, **spread(per_seed),
