@@ -15,8 +15,12 @@ NETS = {
     "unet28": lambda: UNet(in_channels=1, base_channels=16, channel_mults=(1, 2, 2), image_size=28,
                            num_res_blocks=1),
     "unet_rgb": lambda: UNet(in_channels=3, base_channels=16, image_size=8, num_res_blocks=1),
+    "unet28_patch2": lambda: UNet(in_channels=1, base_channels=16, channel_mults=(1, 2, 2), image_size=28,
+                                  num_res_blocks=1, patch_size=2),
+    "unet_rgb_patch4": lambda: UNet(in_channels=3, base_channels=16, image_size=8, num_res_blocks=1, patch_size=4),
 }
-SHAPES = {"mlp": (5, 3), "unet8": (2, 1, 8, 8), "unet28": (2, 1, 28, 28), "unet_rgb": (2, 3, 8, 8)}
+SHAPES = {"mlp": (5, 3), "unet8": (2, 1, 8, 8), "unet28": (2, 1, 28, 28), "unet_rgb": (2, 3, 8, 8),
+          "unet28_patch2": (2, 1, 28, 28), "unet_rgb_patch4": (2, 3, 8, 8)}
 
 
 def randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -97,6 +101,35 @@ def test_unet_odd_sizes_and_batch_of_one():
     net = randomize(UNet(base_channels=16, channel_mults=(1, 2, 2), image_size=7, num_res_blocks=1))
     x = torch.randn(1, 1, 7, 7)
     assert net(x, torch.tensor([3])).shape == x.shape
+
+
+@pytest.mark.parametrize("out_channels", [None, 2])
+def test_unet_patches_fold_into_channels_as_pixel_unshuffle(out_channels):
+    # A patch_size=2 UNet on 28x28x1 is, weight for weight, a plain UNet on pixel_unshuffle(x) (14x14x4) whose
+    # output is pixel_shuffle'd back; with a learned variance (out_channels 2) too. Its resolutions start at 14
+    # (so the default attention sits at 4x4, not 7x7: a wrong start would change the layers and fail the load).
+    patched = randomize(UNet(in_channels=1, base_channels=16, channel_mults=(1, 2, 2), image_size=28,
+                             num_res_blocks=1, patch_size=2, out_channels=out_channels))
+    plain = UNet(in_channels=4, base_channels=16, channel_mults=(1, 2, 2), image_size=14, num_res_blocks=1,
+                 out_channels=4 * (out_channels or 1))
+    assert patched.config()["attn_resolutions"] == [4] and patched.config()["patch_size"] == 2
+    plain.load_state_dict(patched.state_dict())
+    x, i = inputs("unet28")
+    expected = torch.nn.functional.pixel_shuffle(plain(torch.nn.functional.pixel_unshuffle(x, 2), i), 2)
+    assert expected.shape == (2, out_channels or 1, 28, 28)
+    torch.testing.assert_close(patched(x, i), expected, rtol=0, atol=0)
+    assert "patch_size" not in UNet(image_size=28).config()  # configs of unpatched nets are unchanged
+
+
+def test_unet_bad_patch_sizes_raise():
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=f"patch_size must be a positive integer, got {bad!r}"):
+            UNet(image_size=28, patch_size=bad)
+    with pytest.raises(ValueError, match="image_size 28 is not a multiple of patch_size 3"):
+        UNet(image_size=28, patch_size=3)
+    net = UNet(base_channels=16, channel_mults=(1, 2), image_size=28, num_res_blocks=1, patch_size=4)
+    with pytest.raises(ValueError, match=r"multiples of 4, got \(30, 28\)"):
+        net(torch.zeros(1, 1, 30, 28), torch.tensor([3]))
 
 
 def test_unknown_kind_and_bad_options_raise():

@@ -9,6 +9,11 @@ Down-sampling is a stride-2 3x3 conv (28 -> 14 -> 7, 8 -> 4; odd sizes round up)
 nearest-neighbour to the size of the matching skip tensor followed by a 3x3 conv, so any image
 size works. Self-attention sits at ``attn_resolutions`` (by default only the lowest one) and in the
 middle block; it uses one fused qkv 1x1 conv and ``F.scaled_dot_product_attention``.
+
+``patch_size=p > 1`` folds each p x p patch into channels first (``F.pixel_unshuffle``: 28x28x1 -> 14x14x4 for
+p = 2) and unfolds the output the same way (``F.pixel_shuffle``), so the UNet runs at 1/p the side, as the
+first layer of "simple diffusion" (Hoogeboom et al. 2023) and DiT's patches (Peebles & Xie 2023) do; on two
+CPU cores a net with the same widths takes a fraction of the time per step.
 """
 
 from __future__ import annotations
@@ -104,21 +109,27 @@ class UNet(nn.Module):
         head_channels: channels per attention head (heads = channels // head_channels, at least 1).
         num_classes: with labels, a class embedding is added to the level embedding (None: no labels).
         out_channels: output channels (default in_channels; twice that for a learned reverse variance).
+        patch_size: side p of the patches folded into channels before the first conv (1: none); the
+            image's sides must be multiples of p, and the resolutions start at image_size / p.
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 64, channel_mults=(1, 2),
                  num_res_blocks: int = 2, attn_resolutions=None, image_size: int = 8,
                  dropout: float = 0.0, groups: int = 8, head_channels: int = 64, num_classes: int | None = None,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, patch_size: int = 1):
         super().__init__()
         if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or image_size < 1:
             raise ValueError("UNet: in_channels, base_channels, num_res_blocks and image_size must be "
                              f"positive, got {in_channels}, {base_channels}, {num_res_blocks}, {image_size}")
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"UNet: patch_size must be a positive integer, got {patch_size!r}")
+        if image_size % patch_size:
+            raise ValueError(f"UNet: image_size {image_size} is not a multiple of patch_size {patch_size}")
         if not channel_mults or min(channel_mults) < 1:
             raise ValueError(f"UNet: channel_mults must be positive integers, got {channel_mults}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"UNet: dropout must be in [0, 1), got {dropout}")
-        resolutions = [image_size]
+        resolutions = [image_size // patch_size]
         for _ in channel_mults[1:]:
             resolutions.append((resolutions[-1] + 1) // 2)
         if attn_resolutions is None:
@@ -127,6 +138,9 @@ class UNet(nn.Module):
                        "channel_mults": list(channel_mults), "num_res_blocks": num_res_blocks,
                        "attn_resolutions": list(attn_resolutions), "image_size": image_size,
                        "dropout": dropout, "groups": groups, "head_channels": head_channels}
+        if patch_size != 1:
+            self.kwargs["patch_size"] = patch_size
+        self.patch_size = patch_size
         self.base_channels = base_channels
         emb_dim = 4 * base_channels
         self.level = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -138,7 +152,8 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: out_channels must be positive, got {out_channels}")
         if out_channels != in_channels:
             self.kwargs["out_channels"] = out_channels
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        p2 = patch_size * patch_size
+        self.conv_in = nn.Conv2d(in_channels * p2, base_channels, 3, padding=1)
 
         def block(c_in: int, c_out: int, res: int) -> nn.ModuleList:
             layers = [ResBlock(c_in, c_out, emb_dim, dropout, groups)]
@@ -167,7 +182,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(nn.ModuleList([Up(ch)]))
         self.out_norm = nn.GroupNorm(groups, ch)
-        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, out_channels * p2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -186,13 +201,17 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.kwargs["in_channels"]:
             raise ValueError(f"UNet(in_channels={self.kwargs['in_channels']}) expects x of shape "
                              f"(B, C, H, W), got {tuple(x.shape)}")
+        p = self.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"UNet(patch_size={p}) expects sides that are multiples of {p}, got "
+                             f"{tuple(x.shape[-2:])}")
         emb = self.level(level_embedding(i, self.base_channels).to(x.dtype))
         if self.label is None:
             no_labels("UNet", cond)
         else:
             emb = emb + self.label(cond, x.shape[0]).to(x.dtype)
         emb = F.silu(emb)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         hs = [h]
         for layers in self.down:
             h = self._run(layers, h, emb)
@@ -203,4 +222,5 @@ class UNet(nn.Module):
                 h = layers[0](h, hs[-1].shape[-2:])
             else:
                 h = self._run(layers, torch.cat([h, hs.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.out_norm(h)))
+        out = self.conv_out(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out
