@@ -6,7 +6,9 @@ One step: a batch of 64 random 28x28 images, ``model.loss`` (dgm: dequantization
 loss) or diffusers' noise-prediction MSE, backward, AdamW. Rows: dgm's image UNet (base 32, multipliers 1, 2, 2,
 attention at 7x7) with two residual blocks per level and with one (on the way down; the way up has one more), in
 float32 and under bfloat16 autocast (``--mixed-precision bf16``), the first also in channels-last memory format;
-diffusers' UNet2DModel of issue 13's peer recipe (1.1 M parameters) in float32 and under bfloat16 autocast.
+diffusers' UNet2DModel of issue 13's peer recipe (1.1 M parameters) in float32 and under bfloat16 autocast;
+UNets that fold 2x2 patches into channels first (``patch_size = 2``: they run at 14 -> 7 -> 4, attention at 4x4)
+with base widths 32, 48 and 64 under bfloat16 autocast, and 48 in float32. The row of the recipe's net says so.
 Each repeat runs every row for ``--iters`` steps after 2 untimed ones, the rows in a rotating order, so the
 ratios compare rows measured within the same minute. Reports steps/s: median (min..max) over the repeats.
 """
@@ -27,6 +29,7 @@ from dgm.training.recipes import DDPM_IMAGE
 NET_2 = {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
          "attn_resolutions": [7], "groups": 8, "head_channels": 32}
 NET_1 = {**NET_2, "num_res_blocks": 1}  # one residual block per level on the way down, two on the way up
+PATCH_2 = {**NET_1, "patch_size": 2, "attn_resolutions": [4]}  # 2x2 patches into channels: 14x14 -> 7x7 -> 4x4
 
 
 def dgm_row(net: dict, bf16: bool, channels_last: bool):
@@ -68,15 +71,22 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    current = {2: "", 1: ""}
-    current[DDPM_IMAGE["model"]["net"]["num_res_blocks"]] = " (the recipe's)"
+    recipe_net = DDPM_IMAGE["model"]["net"]
+
+    def name(label: str, net: dict) -> str:
+        return f"{label} (the recipe's)" if net == recipe_net else label
+
+    patched = {width: {**PATCH_2, "base_channels": width} for width in (32, 48, 64)}
     rows = {
-        f"dgm, 2 blocks/level{current[2]}, fp32": dgm_row(NET_2, False, False),
+        name("dgm, 2 blocks/level", NET_2) + ", fp32": dgm_row(NET_2, False, False),
         "dgm, 2 blocks/level, bf16 autocast": dgm_row(NET_2, True, False),
         "dgm, 2 blocks/level, channels-last fp32": dgm_row(NET_2, False, True),
         "dgm, 2 blocks/level, channels-last bf16": dgm_row(NET_2, True, True),
-        f"dgm, 1 block/level{current[1]}, fp32": dgm_row(NET_1, False, False),
+        name("dgm, 1 block/level", NET_1) + ", fp32": dgm_row(NET_1, False, False),
         "dgm, 1 block/level, bf16 autocast": dgm_row(NET_1, True, False),
+        name("dgm, 2x2 patches, base 48", patched[48]) + ", fp32": dgm_row(patched[48], False, False),
+        **{name(f"dgm, 2x2 patches, base {w}", net) + ", bf16 autocast": dgm_row(net, True, False)
+           for w, net in patched.items()},
         "diffusers peer UNet2DModel, fp32": diffusers_row(False),
         "diffusers peer UNet2DModel, bf16 autocast": diffusers_row(True),
     }
