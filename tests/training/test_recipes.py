@@ -55,3 +55,17 @@ def test_auto_precision_is_resolved_for_the_device(monkeypatch, fast):
     assert recipes.resolve_precision("fp16", "cpu") == "fp16"  # an explicit choice stays
     _, vector = recipe("ddpm", SCALINGS["vector"], "cpu")
     assert vector.get("mixed_precision", "no") == "no"
+
+
+def test_image_recipe_patches_only_sides_that_divide():
+    # The 28x28 recipe's UNet folds 2x2 patches; a 29x31 image falls back to the full-resolution net instead of
+    # failing to build (a missing fallback raises "image_size 31 is not a multiple of patch_size 2").
+    import torch
+
+    assert recipe("ddpm", SCALINGS["image"])[0]["net"]["patch_size"] == 2
+    odd = Scaling("image", (1, 29, 31), 127.5, 127.5, "uint8", bins=256, layout="NHW")
+    model_cfg, _ = recipe("ddpm", odd)
+    assert model_cfg["net"]["patch_size"] == 1
+    model = build_model(model_cfg)
+    loss, _ = model.loss(torch.rand(2, 1, 29, 31) * 2 - 1)
+    assert torch.isfinite(loss)

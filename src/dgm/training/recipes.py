@@ -63,6 +63,8 @@ DDPM_IMAGE = {
     "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.9995,
               "mixed_precision": "auto"},
 }
+# The 28x28 recipe's net before the patches, for images whose sides are not multiples of the patch size.
+FULL_RESOLUTION_NET = {"base_channels": 32, "attn_resolutions": [7], "patch_size": 1}
 VAE_VECTOR = {
     "model": {"latent_dim": 2, "arch": "mlp", "hidden": [128, 128], "decoder": "gaussian",
               "decoder_std": "learned", "beta": 1.0, "kl_warmup_steps": 500},
@@ -134,6 +136,9 @@ def recipe(kind: str, scaling, device="auto") -> tuple[dict, dict]:
         raise ValueError(f"an {kind} models images; this data is {family(scaling)} data of shape "
                          f"{list(scaling.shape)}")
     entry = copy.deepcopy(TABLE[kind, family(scaling)])
+    net = entry["model"].get("net", {})
+    if any(side % net.get("patch_size", 1) for side in scaling.shape[-2:]):  # e.g. 29x29: no 2x2 patches
+        net |= FULL_RESOLUTION_NET
     train = entry["train"]
     if "mixed_precision" in train:
         train["mixed_precision"] = resolve_precision(train["mixed_precision"], device)
