@@ -5,7 +5,7 @@ import dgm
 from dgm.evaluation.metrics import sliced_wasserstein
 from dgm.samplers import level_grid, sample_ddim, sample_dpmpp_2m
 
-SAMPLER_STEPS = [("ancestral", None), ("ancestral", 25), ("ddim", 25), ("dpm++2m", 10)]
+SAMPLER_STEPS = [("ancestral", None), ("ancestral", 25), ("ddim", 25), ("dpm++2m", 10), ("sde-dpm++2m", 25)]
 
 
 class Counter:

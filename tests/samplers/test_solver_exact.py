@@ -1,4 +1,5 @@
-"""Exact references for the deterministic solvers: DDIM (eta = 0, EQUATIONS.md E40) and DPM-Solver++(2M) (E41).
+"""Exact references for the deterministic solvers: DDIM (eta = 0, EQUATIONS.md E40) and DPM-Solver++(2M) (E41);
+and, at the end, the stochastic SDE-DPM-Solver++(2M) against DDIM with eta = 1 and against diffusers, noise for noise.
 
 The reference is the probability-flow ODE of Gaussian data x0 ~ N(M, S), solved in closed form. With
 a = alpha_bar, sigma = sigma_bar and lam = log(a / sigma), the ODE that DDIM and DPM-Solver++ discretize
@@ -24,7 +25,8 @@ import pytest
 import torch
 
 import dgm
-from dgm.samplers import sample_ddim, sample_dpmpp_2m
+from dgm.core import rng
+from dgm.samplers import sample_ddim, sample_dpmpp_2m, sample_sde_dpmpp_2m
 
 M = torch.tensor([0.7, -0.4, 1.5], dtype=torch.float64)
 S = torch.tensor([[1.2, 0.5, 0.1], [0.5, 0.6, -0.2], [0.1, -0.2, 0.2]], dtype=torch.float64)
@@ -240,4 +242,50 @@ def test_dpmpp_2m_matches_diffusers_dpmsolver_multistep(mixture, require):
     for t, ours_x in zip(scheduler.timesteps.tolist(), ours, strict=True):
         eps = mixture.eps_star(s, x, torch.full((x.shape[0],), t + 1))
         x = scheduler.step(eps, t, x).prev_sample
+        assert max_err(x.double(), ours_x) < 2e-5, (t, max_err(x.double(), ours_x))
+
+
+# ----------------------------------------------------------------------------- 5. SDE-DPM-Solver++(2M)
+
+
+def test_sde_dpmpp_2m_first_order_step_is_ddim_eta_one(mixture):
+    """Its first step (first order) is DDIM's with eta = 1 (E40) from the same noise; so on a grid with one
+    positive level between L and 0 the whole samplers agree. Mutations caught: the noise scaled by
+    sqrt(1 - e^{-h}) (gap ~0.3), the e^{-h} on x dropped, x0_hat's weight alpha (1 - e^{-h})."""
+    s = dgm.Schedule.linear(1000)
+    fn = lambda x, i: mixture.eps_star(s, x, i)  # noqa: E731
+    x_L = torch.randn(512, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for grid in ([1000, 400, 0], [1000, 120, 0], [700, 650, 0]):
+        ours = sample_sde_dpmpp_2m(fn, x_L, s, grid, generator=torch.Generator().manual_seed(1))
+        ddim = sample_ddim(fn, x_L, s, grid, eta=1.0, generator=torch.Generator().manual_seed(1))
+        assert max_err(ours, ddim) < 1e-12, (grid, max_err(ours, ddim))
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers' set_timesteps
+def test_sde_dpmpp_2m_matches_diffusers_sde_dpmsolver(mixture, require):
+    """dgm's SDE-DPM-Solver++(2M) equals diffusers' DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++",
+    order 2, midpoint) at every step when both get the same noise (diffusers' ``variance_noise``), on the grid and
+    schedule of the DPM-Solver++(2M) test above (same float32 tolerance, same reason).
+    Mutations caught: the second-order term dropped or doubled (diffusers' midpoint form has D0 + D1/2), the
+    noise's sqrt(1 - e^{-2h}) as sqrt(1 - e^{-h}), sigma_j e^{-h} / sigma_{j-1} on x without e^{-h}."""
+    diffusers = require("diffusers")
+    s = dgm.Schedule.linear(1000)
+    grid = [1000, 870, 700, 560, 400, 290, 170, 90, 35, 0]
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=s.L, trained_betas=s.to_diffusers()["betas"].numpy(), solver_order=2,
+        algorithm_type="sde-dpmsolver++", solver_type="midpoint", prediction_type="epsilon",
+        lower_order_final=True, final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(timesteps=[level - 1 for level in grid[:-1]])
+    x_L = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ours = []
+    sample_sde_dpmpp_2m(lambda x, i: mixture.eps_star(s, x, i), x_L, s, grid,
+                        generator=torch.Generator().manual_seed(1), callback=lambda d: ours.append(d["x"]))
+    replay = torch.Generator().manual_seed(1)  # the noises dgm drew, in order (none for the step to level 0)
+    noises = [rng.randn(x_L.shape, generator=replay, dtype=torch.float64) for _ in grid[1:-1]]
+    noises.append(torch.zeros_like(x_L))
+    x = x_L.float()
+    for t, z, ours_x in zip(scheduler.timesteps.tolist(), noises, ours, strict=True):
+        eps = mixture.eps_star(s, x, torch.full((x.shape[0],), t + 1))
+        x = scheduler.step(eps, t, x, variance_noise=z.float()).prev_sample
         assert max_err(x.double(), ours_x) < 2e-5, (t, max_err(x.double(), ours_x))

@@ -8,7 +8,7 @@ inverse problem y = A x + sigma_y n (``INVERSE_METHODS``).
 from dgm.samplers.ancestral import sample_ancestral
 from dgm.samplers.api import DEFAULT_STEPS, SAMPLERS, sample, sampler_grid
 from dgm.samplers.ddim import ddim_step, sample_ddim
-from dgm.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
+from dgm.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m, sample_sde_dpmpp_2m
 from dgm.samplers.grid import check_grid, full_grid, level_grid, load_grid, save_grid
 from dgm.samplers.inverse import INVERSE_METHODS, INVERSE_OPTIONS, INVERSE_STEPS, sample_inverse
 from dgm.samplers.optimized_grid import optimized_grid, run_grid
@@ -24,6 +24,7 @@ __all__ = [
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_dpmpp_3m",
+    "sample_sde_dpmpp_2m",
     "sample_unipc",
     "optimized_grid",
     "run_grid",

@@ -8,15 +8,16 @@ from dgm.core import rng
 from dgm.core.schedule import Schedule
 from dgm.samplers.ancestral import sample_ancestral
 from dgm.samplers.ddim import sample_ddim
-from dgm.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
+from dgm.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m, sample_sde_dpmpp_2m
 from dgm.samplers.grid import check_grid, full_grid, level_grid
 from dgm.samplers.unipc import sample_unipc
 
 __all__ = ["SAMPLERS", "DEFAULT_STEPS", "sample", "sampler_grid"]
 
-SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "unipc", "unipc3")
+SAMPLERS = ("ancestral", "ddim", "dpm++2m", "dpm++3m", "unipc", "unipc3", "sde-dpm++2m")
 # None: every level (E39)
-DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "unipc": 20, "unipc3": 20}
+DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpm++2m": 20, "dpm++3m": 20, "unipc": 20, "unipc3": 20,
+                 "sde-dpm++2m": 50}
 
 
 def sampler_grid(s: Schedule, sampler: str, steps: int | None = None, spacing: str = "quadratic") -> list[int]:
@@ -50,11 +51,12 @@ def sample(
     start=None,
 ):
     """Draw x_L ~ N(0, I) of ``shape`` and run the named sampler (``SAMPLERS``): "ancestral", "ddim",
-    "dpm++2m", "dpm++3m", "unipc" (2M predictor with the UniC corrector), "unipc3" (3M predictor, UniC-3).
+    "dpm++2m", "dpm++3m", "unipc" (2M predictor with the UniC corrector), "unipc3" (3M predictor, UniC-3),
+    "sde-dpm++2m" (stochastic: SDE-DPM-Solver++(2M)).
 
-    ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM, 20 for the
-    multistep solvers; the levels visited are :func:`sampler_grid`'s, or ``grid`` when given (a decreasing
-    list of levels ending at 0, from ``dgm.samplers.grid``; then ``steps`` must be None or len(grid) - 1).
+    ``steps`` is the number of denoiser calls (NFE): default L for ancestral, 50 for DDIM and SDE-DPM-Solver++(2M),
+    20 for the other multistep solvers; the levels visited are :func:`sampler_grid`'s, or ``grid`` when given (a
+    decreasing list of levels ending at 0, from ``dgm.samplers.grid``; then ``steps`` must be None or len(grid) - 1).
     ``cond`` (labels (n,)) is passed to the denoiser; ``variance`` is the reverse variance of ancestral
     sampling; ``eta`` DDIM's. With ``return_trajectory`` it returns ``(x0, trajectory)`` where the trajectory
     is a dict of ``levels`` (visited levels, then 0), ``x`` (len(levels), *shape) and ``x0_hat``.
@@ -88,6 +90,8 @@ def sample(
             x0 = sample_dpmpp_2m(eps_fn, x_L, s, grid, **kw)
         elif sampler == "dpm++3m":
             x0 = sample_dpmpp_3m(eps_fn, x_L, s, grid, **kw)
+        elif sampler == "sde-dpm++2m":
+            x0 = sample_sde_dpmpp_2m(eps_fn, x_L, s, grid, **kw)
         elif sampler in ("unipc", "unipc3"):
             x0 = sample_unipc(eps_fn, x_L, s, grid, order=3 if sampler == "unipc3" else 2, **kw)
         else:

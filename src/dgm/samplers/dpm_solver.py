@@ -1,4 +1,5 @@
-"""DPM-Solver++(2M) and (3M) in the data-prediction form (Lu et al. 2022b; EQUATIONS.md E41)."""
+"""DPM-Solver++(2M) and (3M) in the data-prediction form (Lu et al. 2022b; EQUATIONS.md E41), and the stochastic
+SDE-DPM-Solver++(2M)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import math
 from torch import Tensor
 
 from dgm.core.schedule import Schedule
-from dgm.samplers.common import predict
+from dgm.samplers.common import predict, randn_like
 from dgm.samplers.grid import check_grid
 
-__all__ = ["multistep_update", "sample_dpmpp_2m", "sample_dpmpp_3m"]
+__all__ = ["multistep_update", "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_sde_dpmpp_2m", "sde_multistep_update"]
 
 
 def sample_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, clip=None, callback=None,
@@ -41,6 +42,35 @@ def sample_dpmpp_3m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, c
     return _multistep(eps_fn, x_L, s, grid, 3, clip=clip, callback=callback, cond=cond)
 
 
+def sample_sde_dpmpp_2m(eps_fn, x_L: Tensor, s: Schedule, grid, *, generator=None, clip=None, callback=None,
+                        cond=None) -> Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b, section 5; diffusers' ``algorithm_type="sde-dpmsolver++"``, midpoint
+    form): the second-order multistep solver of the reverse SDE in the data-prediction form, fresh noise z ~ N(0, I)
+    at every step but the last. With h = lambda_j - lambda_{j-1} and D as in DPM-Solver++(2M):
+
+        x_j = (sigma_j / sigma_{j-1}) e^{-h} x + alpha_j (1 - e^{-2h}) D + sigma_j sqrt(1 - e^{-2h}) z.
+
+    Its first-order step (D = x0_hat) is DDIM with eta = 1 (E40): the Gaussian posterior
+    q(x_j | x_{j-1}, x0 = x0_hat) between two grid levels (E24, E25 when they are adjacent). The noise it adds
+    corrects earlier errors of an imperfect denoiser, where the deterministic solvers carry them along (Karras et
+    al. 2022, section 4). The final step to level 0 returns the last x0_hat, as DPM-Solver++(2M)'s.
+    """
+    return _multistep(eps_fn, x_L, s, grid, 2, clip=clip, callback=callback, cond=cond, generator=generator,
+                      stochastic=True)
+
+
+def sde_multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: float, sig_ratio: float,
+                         sig_j: float, order: int, noise: Tensor) -> Tensor:
+    """One SDE-DPM-Solver++ step (order 1 or 2) to lambda ``lam[-1]`` from x at ``lam[-2]``, with ``noise`` ~ N(0, I);
+    ``history`` as in :func:`multistep_update`, ``sig_ratio`` = sigma_j / sigma_{j-1}, ``sig_j`` = sigma_j."""
+    h = lam[-1] - lam[-2]
+    d = history[0]
+    if order == 2:
+        r0 = (lam[-2] - lam[-3]) / h
+        d = (1 + 1 / (2 * r0)) * history[0] - 1 / (2 * r0) * history[1]
+    return sig_ratio * math.exp(-h) * x - a_j * math.expm1(-2 * h) * d + sig_j * math.sqrt(-math.expm1(-2 * h)) * noise
+
+
 def multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: float, sig_ratio: float,
                      order: int) -> Tensor:
     """One DPM-Solver++ multistep step to lambda ``lam[-1]`` from x at ``lam[-2]``, where ``history`` holds
@@ -61,9 +91,9 @@ def multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: fl
 
 
 def _multistep(eps_fn, x_L: Tensor, s: Schedule, grid, order: int, *, clip=None, callback=None,
-               cond=None) -> Tensor:
-    """DPM-Solver++ of ``order`` over ``grid``: step j uses min(order, j) past x0_hat; the step to 0 is
-    first order, x_0 = x0_hat (sigma ratio 0 and alpha (1 - e^{-h}) = 1)."""
+               cond=None, generator=None, stochastic: bool = False) -> Tensor:
+    """DPM-Solver++ of ``order`` over ``grid`` (the SDE solver's where ``stochastic``): step j uses min(order, j)
+    past x0_hat; the step to 0 is first order, x_0 = x0_hat (sigma ratio 0 and alpha (1 - e^{-h}) = 1)."""
     grid = check_grid(s, grid)
     a = [s.alpha_bar[t].item() for t in grid]
     sig = [s.sigma_bar[t].item() for t in grid]
@@ -75,6 +105,10 @@ def _multistep(eps_fn, x_L: Tensor, s: Schedule, grid, order: int, *, clip=None,
         history = [x0_hat] + history[: order - 1]
         if grid[j] == 0:
             x = x0_hat
+        elif stochastic:
+            noise = randn_like(x, generator)
+            x = sde_multistep_update(x, history, lam[max(0, j - order): j + 1], a[j], sig[j] / sig[j - 1], sig[j],
+                                     min(order, len(history)), noise)
         else:
             x = multistep_update(x, history, lam[max(0, j - order): j + 1], a[j], sig[j] / sig[j - 1],
                                  min(order, len(history)))
