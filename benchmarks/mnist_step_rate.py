@@ -1,6 +1,6 @@
 """Training steps per second of 28x28 DDPM nets on this CPU: the levers of the MNIST recipe, side by side.
 
-    .venv/bin/python benchmarks/mnist_step_rate.py [--threads 2] [--repeats 5] [--iters 5]
+    .venv/bin/python benchmarks/mnist_step_rate.py [--threads 2] [--repeats 5] [--iters 5] [--compile]
 
 One step: a batch of 64 random 28x28 images, ``model.loss`` (dgm: dequantization, a level per image, the eps
 loss) or diffusers' noise-prediction MSE, backward, AdamW. Rows: dgm's image UNet (base 32, multipliers 1, 2, 2,
@@ -11,6 +11,8 @@ UNets that fold 2x2 patches into channels first (``patch_size = 2``: they run at
 with base widths 32, 48 and 64 under bfloat16 autocast, and 48 in float32. The row of the recipe's net says so.
 Each repeat runs every row for ``--iters`` steps after 2 untimed ones, the rows in a rotating order, so the
 ratios compare rows measured within the same minute. Reports steps/s: median (min..max) over the repeats.
+``--compile`` adds the recipe's net under ``torch.compile`` (inductor) with bfloat16 autocast, and prints how long
+its first (compiling) step took.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ NET_1 = {**NET_2, "num_res_blocks": 1}  # one residual block per level on the wa
 PATCH_2 = {**NET_1, "patch_size": 2, "attn_resolutions": [4]}  # 2x2 patches into channels: 14x14 -> 7x7 -> 4x4
 
 
-def dgm_row(net: dict, bf16: bool, channels_last: bool):
+def dgm_row(net: dict, bf16: bool, channels_last: bool, compile_net: bool = False):
     model = build_model(DDPM.complete_config({**DDPM_IMAGE["model"], "net": net}, [1, 28, 28], 256))
+    if compile_net:
+        model.denoiser.net = torch.compile(model.denoiser.net, dynamic=False)
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -68,6 +72,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="add a row: the recipe's net under torch.compile")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -90,6 +95,9 @@ def main() -> None:
         "diffusers peer UNet2DModel, fp32": diffusers_row(False),
         "diffusers peer UNet2DModel, bf16 autocast": diffusers_row(True),
     }
+    if args.compile:
+        rows[name("dgm, 2x2 patches, base 48", recipe_net) + ", bf16 autocast, torch.compile"] = dgm_row(
+            recipe_net, True, False, compile_net=True)
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, (m, _) in rows.items()}
 
     def steps(name: str, n: int) -> float:
@@ -103,8 +111,11 @@ def main() -> None:
         return n / (time.perf_counter() - t0)
 
     names = list(rows)
+    warm = {}
     for name in names:
+        t0 = time.perf_counter()
         steps(name, 2)
+        warm[name] = time.perf_counter() - t0
     rates = {name: [] for name in names}
     load0 = os.getloadavg()
     for r in range(args.repeats):
@@ -121,6 +132,9 @@ def main() -> None:
         n_par = sum(q.numel() for q in rows[name][0].parameters())
         print(f"| {name} | {n_par / 1e6:.2f} M | {statistics.median(v):.2f} ({min(v):.2f}..{max(v):.2f}) | "
               f"{statistics.median(v) / base:.2f} |")
+    for name in names:
+        if "torch.compile" in name:
+            print(f"\n{name}: the first 2 steps (compiling) took {warm[name]:.0f} s")
 
 
 if __name__ == "__main__":

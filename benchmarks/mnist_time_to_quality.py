@@ -4,6 +4,8 @@
         [--sides dgm diffusers ldm] [--dgm-config FILE.toml] [--label NAME] [--threads 2] [--bpd-examples 50]
     .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --sides dgm --fixed-steps 300 --dgm-config F
         (a lever: dgm's recipe with the settings of F layered on it, judged after a fixed number of steps)
+    .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --judge RUN_DIR --dgm-samplers S:N ...
+        (no training: a trained run's samples, judged by the same protocol, e.g. to compare samplers)
 
 Both sides train on the first 9,000 images of the MNIST t10k file and are judged on the last 1,000 (issue 13):
 
@@ -148,22 +150,40 @@ def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> l
         if int(getattr(model, "stage", 1)) == 0:  # an ldm still training its VAE: nothing to sample yet
             print(f"{side}: {budget:g} min, step {steps}: still in stage 1 (the VAE); no row", flush=True)
             continue
-        samplers = [("dpm++2m", 20, "quadratic")]
-        if kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
-            how = model.quick_sampling()[0]
-            samplers.append((how["sampler"], how["steps"], "quadratic"))
-        else:
-            samplers += [spec for spec in dict.fromkeys(args.dgm_samplers) if spec not in samplers]
-        bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
-        for sampler, nfe, spacing in samplers:
-            how = f"{sampler} {nfe}" + ("" if spacing == "quadratic" else f" {spacing}")
-            label = side if (sampler, nfe, spacing) == ("dpm++2m", 20, "quadratic") else f"{side} ({how})"
-            rows.append(judge_model(args, judge, budget, steps, label,
-                                    lambda seed, m=model, s=sampler, n=nfe, sp=spacing: m.sample(
-                                        args.n_samples, sampler=s, steps=n, spacing=sp,
-                                        generator=torch.Generator().manual_seed(seed)),
-                                    bound, run))
+        rows += judge_samplers(args, judge, model, budget, steps, side, run)
     return rows
+
+
+def judge_samplers(args, judge: Judge, model, budget: float, steps: int, side: str, run: Path) -> list[dict]:
+    """Rows for one trained model: dpm++2m 20, then an ldm's own sampler or the ``--dgm-samplers``."""
+    samplers = [("dpm++2m", 20, "quadratic")]
+    if model.kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
+        how = model.quick_sampling()[0]
+        samplers.append((how["sampler"], how["steps"], "quadratic"))
+    else:
+        samplers += [spec for spec in dict.fromkeys(args.dgm_samplers) if spec not in samplers]
+    bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
+    rows = []
+    for sampler, nfe, spacing in samplers:
+        how = f"{sampler} {nfe}" + ("" if spacing == "quadratic" else f" {spacing}")
+        label = side if (sampler, nfe, spacing) == ("dpm++2m", 20, "quadratic") else f"{side} ({how})"
+        rows.append(judge_model(args, judge, budget, steps, label,
+                                lambda seed, m=model, s=sampler, n=nfe, sp=spacing: m.sample(
+                                    args.n_samples, sampler=s, steps=n, spacing=sp,
+                                    generator=torch.Generator().manual_seed(seed)),
+                                bound, run))
+    return rows
+
+
+def judge_run(args, judge: Judge, run: Path, out: Path) -> list[dict]:
+    """``--judge RUN_DIR``: a trained run's samples, judged as its side would be at its last budget (no training).
+    The side is named after the run's kind ("dgm" for a DDPM); its sample grids go to ``out``."""
+    from dgm.runs.checkpoint import load_model
+
+    model, _ = load_model(run)
+    steps = int(torch.load(run / "state.pt", weights_only=True)["step"])
+    return judge_samplers(args, judge, model, args.budgets[-1], steps, "dgm" if model.kind == "ddpm" else model.kind,
+                          out)
 
 
 def judge_model(args, judge: Judge, budget: float, steps: int, side: str, draw, bpd, where: Path) -> dict:
@@ -328,6 +348,8 @@ def main() -> None:
     p.add_argument("--fixed-steps", type=int, help="dgm only: train for this many steps instead of --budgets (one "
                    "budget; compares levers at equal steps)")
     p.add_argument("--label", default="", help="a name for this run in results.json")
+    p.add_argument("--judge", metavar="RUN_DIR", help="no training: judge this trained run's samples with dpm++2m 20 "
+                   "and --dgm-samplers (--budgets' last value labels the rows)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-samples", type=int, default=N_HELDOUT, help="samples per seed (1,000; fewer only for a "
                    "smoke test)")
@@ -348,13 +370,17 @@ def main() -> None:
     judge = Judge(x_train, x_held)
     results = {"label": args.label, "args": vars(args), "baseline": judge.baseline, "rows": [],
                "load_start": os.getloadavg(), "torch": torch.__version__, "started": time.ctime()}
-    for side in args.sides:
+    for side in [] if args.judge else args.sides:
         if side == "diffusers":
             rows = diffusers_side(args, x_train, judge, out)
         else:
             rows = dgm_side(args, data, judge, out, kind="ddpm" if side == "dgm" else "ldm")
         results["rows"] += rows
         results["load_end"] = os.getloadavg()
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / "table.md").write_text(table(results))
+    if args.judge:
+        results["rows"] = judge_run(args, judge, Path(args.judge), out)
         (out / "results.json").write_text(json.dumps(results, indent=1))
         (out / "table.md").write_text(table(results))
     print(table(results))
