@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --sides dgm --fixed-steps 300 --dgm-config F
         (a lever: dgm's recipe with the settings of F layered on it, judged after a fixed number of steps)
     .venv/bin/python benchmarks/mnist_time_to_quality.py --out DIR --judge RUN_DIR --dgm-samplers S:N ...
-        (no training: a trained run's samples, judged by the same protocol, e.g. to compare samplers)
+        (no training: a trained run's samples, judged by the same protocol, e.g. to compare samplers; and
+        --judge-diffusers DIR/diffusers/ema_15min.pt [--diffusers-sde] the same for the peer's saved EMA weights)
 
 Both sides train on the first 9,000 images of the MNIST t10k file and are judged on the last 1,000 (issue 13):
 
@@ -200,7 +201,7 @@ def judge_model(args, judge: Judge, budget: float, steps: int, side: str, draw, 
     sample_s = (time.monotonic() - t0) / len(seeds)
     row = {"side": side, "minutes": budget, "steps": steps, "per_seed": per_seed, **spread(per_seed),
            "sample_seconds": sample_s, "seeds": seeds}
-    if args.bpd_examples and last:
+    if args.bpd_examples and last and bpd is not None:
         row["bpd"] = bpd()
     print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)
     return row
@@ -249,10 +250,7 @@ def diffusers_side(args, x_train: torch.Tensor, judge: Judge, out: Path) -> list
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=32)
+    unet = peer_unet()
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=1e-6)
     lr_sched = diffusers.optimization.get_scheduler("constant_with_warmup", opt, num_warmup_steps=200)
@@ -287,16 +285,40 @@ def diffusers_side(args, x_train: torch.Tensor, judge: Judge, out: Path) -> list
         where.mkdir(parents=True, exist_ok=True)
         torch.save(ema_unet.state_dict(), where / f"ema_{budget:g}min.pt")
 
-        def draw(seed, net=ema_unet):
-            solver = diffusers.DPMSolverMultistepScheduler.from_config(sched.config)
-            solver.set_timesteps(20)
-            x = torch.randn((args.n_samples, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-            for t in solver.timesteps:
-                x = solver.step(net(x, t).sample, t, x).prev_sample
-            return x
+        rows += judge_peer(args, judge, ema_unet, budget, step, where)
+    return rows
 
-        rows.append(judge_model(args, judge, budget, step, "diffusers", draw,
-                                lambda net=ema_unet: diffusers_bpd(net, judge, args.bpd_examples), where))
+
+def peer_unet():
+    """The peer recipe's ``UNet2DModel`` (1.1 M parameters), freshly initialized."""
+    import diffusers
+
+    return diffusers.UNet2DModel(
+        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=32)
+
+
+def judge_peer(args, judge: Judge, net, budget: float, steps: int, where: Path) -> list[dict]:
+    """Rows for the peer's EMA net: ``DPMSolverMultistepScheduler`` at 20 steps, and with ``--diffusers-sde`` its
+    ``algorithm_type="sde-dpmsolver++"`` at 20 steps too (the same solver as dgm's sde-dpm++2m)."""
+    import diffusers
+
+    def draw(seed, algorithm="dpmsolver++"):
+        solver = diffusers.DPMSolverMultistepScheduler.from_config(diffusers.DDPMScheduler(1000).config,
+                                                                   algorithm_type=algorithm)
+        solver.set_timesteps(20)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn((args.n_samples, 1, 28, 28), generator=g)
+        for t in solver.timesteps:
+            x = solver.step(net(x, t).sample, t, x, generator=g).prev_sample
+        return x
+
+    rows = [judge_model(args, judge, budget, steps, "diffusers", draw,
+                        lambda: diffusers_bpd(net, judge, args.bpd_examples), where)]
+    if args.diffusers_sde:
+        rows.append(judge_model(args, judge, budget, steps, "diffusers (sde-dpmsolver++ 20)",
+                                lambda seed: draw(seed, "sde-dpmsolver++"), None, where))
     return rows
 
 
@@ -311,7 +333,8 @@ def table(results: dict) -> str:
              "bits/dim | sampling s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         bpd = f"{r['bpd']['bits_per_dim']:.3f} +- {r['bpd']['bits_per_dim_se']:.3f}" if "bpd" in r else "-"
-        lines.append(f"| {r['side']} | {r['minutes']:g} | {r['steps']} | {r['fd']['mean']:.2f} "
+        steps = "-" if r["steps"] is None else r["steps"]  # --judge-diffusers: not known
+        lines.append(f"| {r['side']} | {r['minutes']:g} | {steps} | {r['fd']['mean']:.2f} "
                      f"({r['fd']['min']:.2f}..{r['fd']['max']:.2f}) | {r['excess_fd']['mean']:.2f} | "
                      f"{r['precision']['mean']:.3f} | {r['recall']['mean']:.3f} | {r['confident']['mean']:.3f} "
                      f"({r['confident']['min']:.3f}..{r['confident']['max']:.3f}) | {bpd} | "
@@ -350,6 +373,10 @@ def main() -> None:
     p.add_argument("--label", default="", help="a name for this run in results.json")
     p.add_argument("--judge", metavar="RUN_DIR", help="no training: judge this trained run's samples with dpm++2m 20 "
                    "and --dgm-samplers (--budgets' last value labels the rows)")
+    p.add_argument("--judge-diffusers", metavar="EMA.pt", help="no training: judge the peer's EMA weights saved by "
+                   "an earlier run (DIR/diffusers/ema_<B>min.pt)")
+    p.add_argument("--diffusers-sde", action="store_true", help="side diffusers: a row with sde-dpmsolver++ at 20 "
+                   "steps too")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-samples", type=int, default=N_HELDOUT, help="samples per seed (1,000; fewer only for a "
                    "smoke test)")
@@ -370,7 +397,7 @@ def main() -> None:
     judge = Judge(x_train, x_held)
     results = {"label": args.label, "args": vars(args), "baseline": judge.baseline, "rows": [],
                "load_start": os.getloadavg(), "torch": torch.__version__, "started": time.ctime()}
-    for side in [] if args.judge else args.sides:
+    for side in [] if args.judge or args.judge_diffusers else args.sides:
         if side == "diffusers":
             rows = diffusers_side(args, x_train, judge, out)
         else:
@@ -379,8 +406,12 @@ def main() -> None:
         results["load_end"] = os.getloadavg()
         (out / "results.json").write_text(json.dumps(results, indent=1))
         (out / "table.md").write_text(table(results))
-    if args.judge:
-        results["rows"] = judge_run(args, judge, Path(args.judge), out)
+    if args.judge or args.judge_diffusers:
+        results["rows"] = judge_run(args, judge, Path(args.judge), out) if args.judge else []
+        if args.judge_diffusers:
+            net = peer_unet()
+            net.load_state_dict(torch.load(args.judge_diffusers, weights_only=True))
+            results["rows"] += judge_peer(args, judge, net.eval(), args.budgets[-1], None, out / "diffusers")
         (out / "results.json").write_text(json.dumps(results, indent=1))
         (out / "table.md").write_text(table(results))
     print(table(results))
