@@ -387,6 +387,10 @@ def main() -> None:
         if len(args.sides) != 1 or args.sides[0] not in ("dgm", "ldm"):
             raise SystemExit("--fixed-steps needs --sides dgm or --sides ldm")
         args.budgets = [0.0]
+    if args.judge and not (Path(args.judge) / "config.json").is_file():
+        raise SystemExit(f"--judge {args.judge!r} is not a dgm run directory (no config.json)")
+    if args.judge_diffusers and not Path(args.judge_diffusers).is_file():
+        raise SystemExit(f"--judge-diffusers {args.judge_diffusers!r} is not a file")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"--out {str(out)!r} is not empty")
@@ -397,16 +401,7 @@ def main() -> None:
     judge = Judge(x_train, x_held)
     results = {"label": args.label, "args": vars(args), "baseline": judge.baseline, "rows": [],
                "load_start": os.getloadavg(), "torch": torch.__version__, "started": time.ctime()}
-    for side in [] if args.judge or args.judge_diffusers else args.sides:
-        if side == "diffusers":
-            rows = diffusers_side(args, x_train, judge, out)
-        else:
-            rows = dgm_side(args, data, judge, out, kind="ddpm" if side == "dgm" else "ldm")
-        results["rows"] += rows
-        results["load_end"] = os.getloadavg()
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        (out / "table.md").write_text(table(results))
-    if args.judge or args.judge_diffusers:
+    if args.judge or args.judge_diffusers:  # no training
         results["rows"] = judge_run(args, judge, Path(args.judge), out) if args.judge else []
         if args.judge_diffusers:
             net = peer_unet()
@@ -414,6 +409,16 @@ def main() -> None:
             results["rows"] += judge_peer(args, judge, net.eval(), args.budgets[-1], None, out / "diffusers")
         (out / "results.json").write_text(json.dumps(results, indent=1))
         (out / "table.md").write_text(table(results))
+    else:
+        for side in args.sides:
+            if side == "diffusers":
+                rows = diffusers_side(args, x_train, judge, out)
+            else:
+                rows = dgm_side(args, data, judge, out, kind="ddpm" if side == "dgm" else "ldm")
+            results["rows"] += rows
+            results["load_end"] = os.getloadavg()
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+            (out / "table.md").write_text(table(results))
     print(table(results))
 
 

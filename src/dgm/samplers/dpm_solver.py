@@ -64,11 +64,16 @@ def sde_multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j
     """One SDE-DPM-Solver++ step (order 1 or 2) to lambda ``lam[-1]`` from x at ``lam[-2]``, with ``noise`` ~ N(0, I);
     ``history`` as in :func:`multistep_update`, ``sig_ratio`` = sigma_j / sigma_{j-1}, ``sig_j`` = sigma_j."""
     h = lam[-1] - lam[-2]
-    d = history[0]
-    if order == 2:
-        r0 = (lam[-2] - lam[-3]) / h
-        d = (1 + 1 / (2 * r0)) * history[0] - 1 / (2 * r0) * history[1]
+    d = _data_term(history, lam, order)
     return sig_ratio * math.exp(-h) * x - a_j * math.expm1(-2 * h) * d + sig_j * math.sqrt(-math.expm1(-2 * h)) * noise
+
+
+def _data_term(history: list[Tensor], lam: list[float], order: int) -> Tensor:
+    """E41's D: x0_hat at order 1; (1 + 1/(2 r)) x0_hat_{j-1} - 1/(2 r) x0_hat_{j-2}, r = h_{j-1} / h_j, at order 2."""
+    if order == 1:
+        return history[0]
+    r0 = (lam[-2] - lam[-3]) / (lam[-1] - lam[-2])
+    return (1 + 1 / (2 * r0)) * history[0] - 1 / (2 * r0) * history[1]
 
 
 def multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: float, sig_ratio: float,
@@ -77,12 +82,10 @@ def multistep_update(x: Tensor, history: list[Tensor], lam: list[float], a_j: fl
     x0_hat at ``lam[-2], lam[-3], ...`` (newest first) and ``order`` <= len(history) is the order used."""
     h = lam[-1] - lam[-2]
     em = math.expm1(-h)
+    if order < 3:
+        return sig_ratio * x - a_j * em * _data_term(history, lam, order)
     m0 = history[0]
-    if order == 1:
-        return sig_ratio * x - a_j * em * m0
     r0 = (lam[-2] - lam[-3]) / h
-    if order == 2:
-        return sig_ratio * x - a_j * em * ((1 + 1 / (2 * r0)) * m0 - 1 / (2 * r0) * history[1])
     r1 = (lam[-3] - lam[-4]) / h
     d1_0, d1_1 = (m0 - history[1]) / r0, (history[1] - history[2]) / r1
     d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
