@@ -10,6 +10,7 @@ from dgm.core.losses import loss_ddpm, loss_simple
 from dgm.core.oracle import GaussianMixture
 from dgm.core.parameterization import (
     Denoiser,
+    autoguided_denoiser,
     eps_to_mean,
     eps_to_score,
     eps_to_v,
@@ -41,6 +42,7 @@ __all__ = [
     "v_to_x0",
     "eps_to_score",
     "Denoiser",
+    "autoguided_denoiser",
     "guided_denoiser",
     "loss_simple",
     "loss_ddpm",

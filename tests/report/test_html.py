@@ -194,3 +194,17 @@ def test_likelihood_table(runs, tmp_path):
     assert table.count("&plusmn;") == 3 + 1  # the gmm2d DDPM: three estimators; the VAE: its bound
     assert "Likelihood (bits/dim" not in build_report([runs[2]], tmp_path / "v.html", n_samples=16,
                                                      nll_examples=8).read_text()
+
+
+def test_a_guided_run_reports_its_autoguided_samples(tmp_path):
+    """A DDPM with its guide: the report's samples (FD, neighbours, density) are the ones its quick_sampling()
+    names (SDE-DPM-Solver++ with autoguidance), not another sampler's from the NFE sweep."""
+    from dgm.report.compute import draw, load_runs
+
+    path = _train(tmp_path, "ddpm", "gmm2d", 6, {"levels": 20, "guide_step": 3,
+                                                 "net": {"hidden": 16, "depth": 1, "emb_dim": 16}})
+    (run,) = load_runs([path])
+    how, label = run.model.quick_sampling()
+    assert how == {"sampler": "sde-dpm++2m", "steps": 20, "autoguidance": 1.0} and "autoguidance" in label
+    want, _ = draw(run.model, 16, seed=0, **how)
+    assert torch.equal(run_figures(run, n_samples=16).samples, want)

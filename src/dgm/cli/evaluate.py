@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dgm.cli.arguments import DEVICE_HELP, nonneg_float, nonneg_int, positive_int, unit_float
-from dgm.cli.sample import GRIDS, grid_options
+from dgm.cli.sample import GRIDS, autoguidance_options, grid_options
 
 EXAMPLES = """examples:
   dgm eval runs/gmm2d                          # NLL bound on the run's held-out split
@@ -20,7 +20,8 @@ EXAMPLES = """examples:
   dgm eval runs/gmm2d --likelihood all         # the bound and the probability-flow ODE NLL side by side
   dgm eval runs/digits --variance analytic     # the bound with Analytic-DPM's variance (Gamma estimated if needed)
   dgm eval runs/digits-cond --metrics fd --sampler dpm++2m --steps 20 --guidance 2   # + per-class FD, accuracy
-  dgm eval runs/digits --metrics fd --sampler unipc --steps 10 --grid optimized   # on the run's derived grid"""
+  dgm eval runs/digits --metrics fd --sampler unipc --steps 10 --grid optimized   # on the run's derived grid
+  dgm eval runs/mnist --metrics fd --sampler sde-dpm++2m --steps 20 --autoguidance 1   # guided by its early EMA"""
 
 
 def add_parser(sub) -> None:
@@ -45,6 +46,8 @@ def add_parser(sub) -> None:
                    "conditional run also draws n-samples / K of each of its K classes)")
     p.add_argument("--guidance", type=nonneg_float, metavar="W", help="classifier-free guidance w of the per-class "
                    "samples of a conditional DDPM run, (1 + w) eps(x, c) - w eps(x) (default 0: the conditional model)")
+    p.add_argument("--autoguidance", type=nonneg_float, default=0.0, metavar="W", help="autoguidance w of the "
+                   "--metrics samples of a DDPM run with a guide, eps + w (eps - eps_guide), as in dgm sample")
     p.add_argument("--max-examples", type=positive_int, help="NLL on at most this many examples")
     p.add_argument("--sampler", help="DDPM sampler for --metrics (default ancestral)")
     p.add_argument("--steps", type=positive_int, help="DDPM denoiser calls for --metrics")
@@ -73,15 +76,18 @@ def run(args: argparse.Namespace) -> int:
     per_class = check_class_options(read_config(Path(args.run)), metrics=metrics, guidance=args.guidance,
                                     n_samples=args.n_samples, run=args.run)
     sample_kw = {}
-    if args.grid is not None:
-        if not metrics:
-            raise ValueError(f"--grid {args.grid} applies to the samples of --metrics; none were asked for")
-        if per_class is not None:
-            raise ValueError(f"--grid {args.grid} does not apply to the per-class metrics of --guidance")
+    for option in (f"--grid {args.grid}" if args.grid else None,
+                   f"--autoguidance {args.autoguidance:g}" if args.autoguidance else None):
+        if option and not metrics:
+            raise ValueError(f"{option} applies to the samples of --metrics; none were asked for")
+        if option and per_class is not None:
+            raise ValueError(f"{option} does not apply to the per-class metrics of --guidance")
+    if args.grid is not None or args.autoguidance:
         from dgm.runs.checkpoint import load_model
 
         model, config = load_model(Path(args.run))
-        sample_kw = grid_options(args, model, config)
+        sample_kw = autoguidance_options(args, model)  # checked before a grid is derived
+        sample_kw |= grid_options(args, model, config)
     result = evaluate_run(Path(args.run), data=args.data, metrics=metrics, n_samples=args.n_samples,
                           max_examples=args.max_examples, seed=args.seed, sampler=args.sampler,
                           steps=args.steps, device=args.device, likelihood=args.likelihood,

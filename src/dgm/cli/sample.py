@@ -24,7 +24,8 @@ EXAMPLES = """examples:
   dgm sample runs/digits -n 64 --out grid.png --sampler ddim --steps 50 --seed 1
   dgm sample runs/digits -n 1000 --out few.npy --sampler unipc --steps 10 --grid optimized
   dgm sample runs/digits-cond -n 64 --out threes.png --class 3 --guidance 2
-  dgm sample runs/digits-cond -n 64 --out any.png --unconditional"""
+  dgm sample runs/digits-cond -n 64 --out any.png --unconditional
+  dgm sample runs/mnist -n 100 --out ag.png --sampler sde-dpm++2m --steps 20 --autoguidance 1"""
 SUFFIXES = (".npy", ".png")
 GRIDS = ("quadratic", "uniform", "optimized")
 # the optimized grid's derivation: training examples and search settings (affordable on a CPU: digits, 10 NFE,
@@ -62,6 +63,10 @@ def add_parser(sub) -> None:
     p.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W",
                    help="classifier-free guidance w >= 0 with --class: (1 + w) eps(x, c) - w eps(x); 0 (default) "
                         "is the plain conditional model; diffusers' guidance_scale is 1 + w")
+    p.add_argument("--autoguidance", type=nonneg_float, default=0.0, metavar="W",
+                   help="autoguidance w >= 0 (Karras et al. 2024): eps + w (eps - eps_guide), the guide being the "
+                        "run's EMA weights of an early step (DDPM runs trained with guide_step, as the 28x28 "
+                        "recipe is); two net calls per step; 0 (default) is off")
     p.add_argument("--unconditional", action="store_true",
                    help="sample a conditional run's unconditional model (its null class); the default without --class")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed (default 0)")
@@ -117,10 +122,29 @@ def run(args: argparse.Namespace) -> int:
     model, config = ckpt.load_model(Path(args.run))
     model.to(device)
     scaling = Scaling.from_dict(config["scaling"])
-    kw = class_options(args, model, config) | grid_options(args, model, config)
+    kw = class_options(args, model, config) | autoguidance_options(args, model)  # checked before a grid is derived
+    kw |= grid_options(args, model, config)
     write_samples(model, args.n, out, scaling, seed=args.seed, sampler=args.sampler, steps=args.steps, **kw)
     print(f"dgm: wrote {args.n} samples to {out}", file=sys.stderr)
     return 0
+
+
+def autoguidance_options(args, model) -> dict:
+    """The keywords of ``model.sample`` for --autoguidance, checked before any work: one line for a run that is
+    not a DDPM, a DDPM without its guide, or --autoguidance beside --guidance."""
+    w = getattr(args, "autoguidance", 0.0) or 0.0
+    if not w:
+        return {}
+    if model.kind != "ddpm":
+        raise ValueError(f"--autoguidance applies to DDPM runs; {args.run!r} is a {model.kind}")
+    if getattr(args, "guidance", None):
+        raise ValueError(f"--guidance {args.guidance:g} and --autoguidance {w:g}: choose one")
+    if not model.has_guide:
+        step = None if model.guide is None else model.guide.step
+        why = ("was trained without one (the ddpm option guide_step)" if step is None else
+               f"has not trained past step {step}, where its guide is taken (continue with dgm train --resume)")
+        raise ValueError(f"--autoguidance {w:g} needs the run's guide; {args.run!r} {why}")
+    return {"autoguidance": w}
 
 
 def grid_options(args, model, config) -> dict:

@@ -45,7 +45,8 @@ settings.toml may hold a [model] table (with [model.net]) and a [train] table, e
 Flags override the file, and the file overrides the recipe for the data."""
 
 # model flags; a model's CLI_OPTIONS say which apply to it
-MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels", "variance", "conditional", "label_dropout")
+MODEL_FLAGS = ("objective", "prediction", "weighting", "schedule", "levels", "variance", "conditional", "label_dropout",
+               "guide_step")
 TRAIN_FLAGS = ("steps", "minutes", "batch_size", "lr", "seed", "mixed_precision")  # TrainConfig keys
 CONFIG_TABLES = ("model", "train")
 
@@ -88,6 +89,9 @@ def add_parser(sub) -> None:
                    "y of an .npz, class folders, MNIST's labels file)")
     p.add_argument("--label-dropout", type=probability, metavar="P", help="with --conditional: the probability "
                    "that a training label is replaced by the null class, which learns p(x) too (default 0.1)")
+    p.add_argument("--guide-step", type=nonneg_int, metavar="N", help="DDPM: keep the EMA weights of step N as "
+                   "a guide for autoguidance (dgm sample --autoguidance W; the 28x28 image recipe keeps step 500's); "
+                   "0: no guide")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
                    "images, whose small tensors only lose from threading; torch's default otherwise)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -161,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             if flag not in model_class(args.kind).CLI_OPTIONS:
                 kinds = [k for k in MODEL_KINDS if flag in model_class(k).CLI_OPTIONS]
-                raise ValueError(f"--{flag} applies to {' and '.join(kinds)} only, not {args.kind}")
+                raise ValueError(f"--{flag.replace('_', '-')} applies to {' and '.join(kinds)} only, not {args.kind}")
             model_cfg[flag] = value
     train_cfg = merge_settings(train_cfg, {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     model_cfg["kind"] = args.kind

@@ -30,6 +30,7 @@ __all__ = [
     "eps_to_score",
     "call_denoiser",
     "guided_denoiser",
+    "autoguided_denoiser",
     "Denoiser",
     "PREDICTIONS",
 ]
@@ -45,6 +46,14 @@ def call_denoiser(eps_fn, x_i: Tensor, i, cond=None) -> Tensor:
     return eps_fn(x_i, i) if cond is None else eps_fn(x_i, i, cond=cond)
 
 
+def _weight(name: str, value) -> float:
+    """A guidance weight w as a float, checked: finite and >= 0 (a one-line ValueError naming it otherwise)."""
+    w = float(value)
+    if not w >= 0 or w == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return w
+
+
 def guided_denoiser(eps_fn, guidance: float, null_class: int):
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the denoiser
     ``eps_w(x_i, i, cond) = (1 + w) eps(x_i, i, cond) - w eps(x_i, i, null)``.
@@ -55,9 +64,7 @@ def guided_denoiser(eps_fn, guidance: float, null_class: int):
     whose label is already the null class get the unconditional output for any w. The guided denoiser needs
     labels: calling it with ``cond=None`` raises ValueError.
     """
-    w = float(guidance)
-    if not w >= 0 or w == float("inf"):
-        raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+    w = _weight("guidance", guidance)
     if w == 0:
         return eps_fn
 
@@ -70,6 +77,27 @@ def guided_denoiser(eps_fn, guidance: float, null_class: int):
         out = eps_fn(torch.cat([x_i, x_i]), torch.cat([i, i]), cond=torch.cat([cond, null]))
         eps_c, eps_u = out.chunk(2)
         return (1 + w) * eps_c - w * eps_u
+
+    return eps_w
+
+
+def autoguided_denoiser(eps_fn, guide_fn, guidance: float):
+    """Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 2): the
+    denoiser ``eps_w(x_i, i, cond) = eps(x_i, i, cond) + w (eps(x_i, i, cond) - eps_guide(x_i, i, cond))``.
+
+    ``guide_fn`` is a weaker model of the same data (dgm's: an early EMA snapshot of the same run), so the
+    difference points where the good model is more sure than the bad one; unlike classifier-free guidance it
+    needs no labels. ``w = guidance >= 0``; w = 0 returns ``eps_fn`` unchanged (one call per step), w > 0 makes
+    two calls. The paper's guidance weight is 1 + w. x0_hat and v are affine in eps_hat at a fixed (x_i, i), so
+    guiding eps is guiding D(x_i) as the paper writes it.
+    """
+    w = _weight("autoguidance", guidance)
+    if w == 0:
+        return eps_fn
+
+    def eps_w(x_i: Tensor, i, cond=None) -> Tensor:
+        eps = call_denoiser(eps_fn, x_i, i, cond)
+        return eps + w * (eps - call_denoiser(guide_fn, x_i, i, cond))
 
     return eps_w
 

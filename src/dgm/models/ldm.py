@@ -63,6 +63,9 @@ class LDM(nn.Module):
         if self.vae.conditional:
             raise ValueError("LDM: a conditional VAE is not supported (the latent DDPM is unconditional)")
         m = self.vae.latent_dim
+        if ddpm.get("guide_step"):
+            raise ValueError(f"LDM: the latent ddpm keeps no guide (guide_step {ddpm['guide_step']!r}); autoguidance "
+                             "is for pixel-space DDPM runs")
         self.ddpm = DDPM(**{k: v for k, v in ddpm.items() if k != "kind"})
         if list(self.ddpm.data_shape) != [m] or self.ddpm.bins is not None or self.ddpm.conditional:
             raise ValueError(f"LDM: the ddpm must model unconditional continuous vectors of the VAE's latent size "

@@ -40,7 +40,8 @@ class GenerativeModel(Protocol):
 
     A model trained in stages (the LDM) also has ``begin_step(step, x, ema)``, which the training loop calls
     before every step (``x``: the training data; ``ema``: the EMA copy), and ``stage_steps(step, total) ->
-    (step within the stage, the stage's length)``, from which the loop's warm-ups restart at each stage.
+    (step within the stage, the stage's length)``, from which the loop's warm-ups restart at each stage. A DDPM
+    has ``begin_step`` too, to take its autoguidance guide from the EMA at ``guide_step`` (no stages).
 
     ``cond`` carries class labels (LongTensor (B,), values 0..K-1, or K for the null class) for
     class-conditional models (``conditional`` true: DDPM and VAE with the ``conditional`` option). Such a

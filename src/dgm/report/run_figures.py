@@ -219,7 +219,10 @@ def run_figures(run: Run, *, n_samples: int = 500, seed: int = 0) -> RunFigures:
                                           for name, row in by_sampler.items()])
         grids = (("samples per sampler and NFE", png),)
         how, _ = run.model.quick_sampling()
-        main = sweep.samples.get((how["sampler"], how["steps"]), next(iter(sweep.samples.values())))
+        if set(how) != {"sampler", "steps"}:  # e.g. autoguidance: not among the sweep's samples; drawn as said
+            main, _ = draw(run.model, n_samples, seed=seed, **how)
+        else:
+            main = sweep.samples.get((how["sampler"], how["steps"]), next(iter(sweep.samples.values())))
         note = (f"The same x_L for every sampler and NFE (ddim and dpm++2m are deterministic, so their samples "
                 f"converge as the NFE grows); ancestral runs all L = {L} levels.")
         levels = chosen_levels(L, LEVEL_FRACTIONS if image else LEVEL_FRACTIONS_VECTOR)

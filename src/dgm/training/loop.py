@@ -235,7 +235,7 @@ def _train(model, ema, optimizer, scaler, x, labels, cfg: TrainConfig, group: Pr
                 stopped = signal_name(int(signum)) if signum else "minutes"
                 break
             model.train()
-            if hasattr(model, "begin_step"):  # a model trained in stages switches here (dgm.models.ldm)
+            if hasattr(model, "begin_step"):  # the LDM switches stages here; a DDPM takes its guide (models/guide.py)
                 model.begin_step(step, x, ema)
             in_stage, stage_cfg = _stage(model, cfg, step)
             lr = learning_rate(stage_cfg, in_stage)
