@@ -157,21 +157,25 @@ def dgm_side(args, data: Path, judge: Judge, out: Path, kind: str = "ddpm") -> l
 
 def judge_samplers(args, judge: Judge, model, budget: float, steps: int, side: str, run: Path) -> list[dict]:
     """Rows for one trained model: dpm++2m 20, then an ldm's own sampler or the ``--dgm-samplers``."""
-    samplers = [("dpm++2m", 20, "quadratic")]
+    samplers = [("dpm++2m", 20, "quadratic", 0.0)]
     if model.kind == "ldm":  # also its default sampler (dgm sample's): ancestral over all levels, cheap on latents
         how = model.quick_sampling()[0]
-        samplers.append((how["sampler"], how["steps"], "quadratic"))
+        samplers.append((how["sampler"], how["steps"], "quadratic", 0.0))
     else:
         samplers += [spec for spec in dict.fromkeys(args.dgm_samplers) if spec not in samplers]
     bound = functools.cache(lambda m=model: bits_per_dim(m, judge.x_held, args.bpd_examples))  # one per model
     rows = []
-    for sampler, nfe, spacing in samplers:
-        how = f"{sampler} {nfe}" + ("" if spacing == "quadratic" else f" {spacing}")
-        label = side if (sampler, nfe, spacing) == ("dpm++2m", 20, "quadratic") else f"{side} ({how})"
+    for sampler, nfe, spacing, w in samplers:
+        if w and not getattr(model, "has_guide", False):
+            print(f"{side}: no guide in this run (guide_step); no row for {sampler} {nfe} ag{w:g}", flush=True)
+            continue
+        how = f"{sampler} {nfe}" + ("" if spacing == "quadratic" else f" {spacing}") + (f" ag{w:g}" if w else "")
+        label = side if (sampler, nfe, spacing, w) == ("dpm++2m", 20, "quadratic", 0.0) else f"{side} ({how})"
+        guided = {"autoguidance": w} if w else {}
         rows.append(judge_model(args, judge, budget, steps, label,
-                                lambda seed, m=model, s=sampler, n=nfe, sp=spacing: m.sample(
+                                lambda seed, m=model, s=sampler, n=nfe, sp=spacing, g=guided: m.sample(
                                     args.n_samples, sampler=s, steps=n, spacing=sp,
-                                    generator=torch.Generator().manual_seed(seed)),
+                                    generator=torch.Generator().manual_seed(seed), **g),
                                 bound, run))
     return rows
 
@@ -342,16 +346,23 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sampler_spec(text: str) -> tuple[str, int, str]:
-    """"ancestral:100:uniform" -> ("ancestral", 100, "uniform"); the spacing defaults to quadratic."""
+def sampler_spec(text: str) -> tuple[str, int, str, float]:
+    """"ancestral:100:uniform" -> ("ancestral", 100, "uniform", 0.0); "sde-dpm++2m:20:ag1" -> ("sde-dpm++2m",
+    20, "quadratic", 1.0) (autoguidance w = 1 by the run's guide). The spacing defaults to quadratic, w to 0."""
     from dgm.samplers import SAMPLERS
 
     parts = text.split(":")
+    w = 0.0
+    if len(parts) >= 3 and parts[-1].startswith("ag"):
+        try:
+            w = float(parts.pop()[2:])
+        except ValueError:
+            w = -1.0
     if len(parts) not in (2, 3) or parts[0] not in SAMPLERS or not parts[1].isdigit() or int(parts[1]) < 1 or (
-            len(parts) == 3 and parts[2] not in ("quadratic", "uniform")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not SAMPLER:NFE[:quadratic|uniform] with a sampler of "
-                                         f"{', '.join(SAMPLERS)}")
-    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else "quadratic"
+            len(parts) == 3 and parts[2] not in ("quadratic", "uniform")) or not 0 <= w < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SAMPLER:NFE[:quadratic|uniform][:agW] with a sampler of "
+                                         f"{', '.join(SAMPLERS)} and an autoguidance weight W >= 0")
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else "quadratic", w
 
 
 def main() -> None:
@@ -363,9 +374,10 @@ def main() -> None:
     p.add_argument("--sides", nargs="+", default=["dgm", "diffusers"], choices=["dgm", "diffusers", "ldm"],
                    help="dgm: dgm train ddpm (pixel space); ldm: dgm train ldm (latent diffusion); diffusers")
     p.add_argument("--dgm-config", help="a dgm train --config TOML file layered on the recipe (a lever)")
-    p.add_argument("--dgm-samplers", nargs="+", type=sampler_spec, default=[], metavar="SAMPLER:NFE[:SPACING]",
+    p.add_argument("--dgm-samplers", nargs="+", type=sampler_spec, default=[], metavar="SAMPLER:NFE[:SPACING][:agW]",
                    help="side dgm: rows for these samplers too, beside dpm++2m 20 (e.g. ancestral:100:uniform, the "
-                   "pixel DDPM's stochastic sampler at a fifth of its levels)")
+                   "pixel DDPM's stochastic sampler at a fifth of its levels; sde-dpm++2m:20:ag1, autoguided with "
+                   "w = 1 by the run's guide: twice the net calls)")
     p.add_argument("--all-seeds", action="store_true", help="every seed at every budget (default: the first "
                    "seed only, but every seed at the last budget)")
     p.add_argument("--fixed-steps", type=int, help="dgm only: train for this many steps instead of --budgets (one "

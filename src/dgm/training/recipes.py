@@ -54,12 +54,16 @@ DDPM_SMALL_IMAGE = {
 # step takes 0.55-0.66 of the time); one residual block per level on the way down (was two: 1.5x the steps in 15
 # minutes; FD at 300 steps 16.94 vs 16.60); min-SNR weighting (Hang et al. 2023: FD 3.58 vs 4.39 after 15 minutes;
 # with one block per level too, 2.32); 2x2 patches at base width 48 (was 32 channels at 28x28: 4,180 steps in 15
-# minutes instead of 2,426 on an AMD EPYC, FD 2.46 vs 3.23; widths 32 and 64 scored 2.73 and 3.23, 4x4 patches 5.31).
+# minutes instead of 2,426 on an AMD EPYC, FD 2.46 vs 3.23; widths 32 and 64 scored 2.73 and 3.23, 4x4 patches 5.31);
+# a guide for autoguidance, the EMA of step 500 (Karras et al. 2024: with it, SDE-DPM-Solver++(2M) at 20 steps and
+# w = 1 takes the 15-minute model from FD 1.32 and confident rate 0.885 to 0.77 and 0.935, three seeds; on one seed
+# guides of steps 250, 450, 884 and 2,313 gave 0.82/0.946, 0.73/0.951, 0.74/0.926, 0.81/0.912; benchmarks/RESULTS.md,
+# "Ninth session").
 DDPM_IMAGE = {
     "model": {"net": {"kind": "unet", "base_channels": 48, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
                       "attn_resolutions": [4], "groups": 8, "head_channels": 32, "patch_size": 2},
               "schedule": "linear", "levels": 1000, "prediction": "eps", "objective": "eps",
-              "weighting": "min_snr", "dequantize": True},
+              "weighting": "min_snr", "dequantize": True, "guide_step": 500},
     "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.9995,
               "mixed_precision": "auto"},
 }
