@@ -66,6 +66,7 @@ class DDPM(nn.Module):
     """
 
     kind = "ddpm"
+    ema_fixed_buffers = ("guide.",)  # the guide: written into model and EMA by begin_step, not copied every step
     CLI_OPTIONS = ("objective", "prediction", "weighting", "schedule", "levels", "variance", "conditional",
                    "label_dropout", "guide_step")
 

@@ -3,8 +3,9 @@ autoguidance steers away from (Karras et al. 2024, "Guiding a diffusion model wi
 
 A DDPM built with ``guide_step`` holds one as ``guide``. Its net is a copy of the model's whose weights are
 buffers (``frozen_copy``): no optimizer, gradient clipping or parameter count sees them, the training loop's EMA
-update copies them as they are, and ``state_dict`` (so checkpoints, ``--resume`` and ``load_model``) carries
-them with the ``ready`` flag. ``take`` fills it once, at ``step``, from the EMA's denoiser.
+update leaves them alone (the DDPM's ``ema_fixed_buffers``; ``take`` fills both copies), and ``state_dict`` (so
+checkpoints, ``--resume`` and ``load_model``) carries them with the ``ready`` flag. ``take`` fills it once, at
+``step``, from the EMA's denoiser.
 """
 
 from __future__ import annotations

@@ -65,13 +65,16 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied, except those whose names start
+    with one of the model's ``ema_fixed_buffers`` (a DDPM's guide, which it writes into both copies itself)."""
     e_params = [p for p in ema.parameters()]
     m_params = [p.detach() for p in model.parameters()]
     if e_params:
         torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
-    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(m)
+    fixed = tuple(getattr(model, "ema_fixed_buffers", ()))
+    for (name, e), m in zip(ema.named_buffers(), model.buffers(), strict=True):
+        if not name.startswith(fixed):
+            e.copy_(m)
 
 
 def _stage(model, cfg: TrainConfig, step: int) -> tuple[int, TrainConfig]:
