@@ -175,6 +175,24 @@ def test_optimized_grid_rejects_bad_input(mixture):
         optimized_grid(fn, s, "ddim", 5, x0, teacher_steps=51)
 
 
+def test_a_grid_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """save_grid writes a temporary of its own and renames it: if the rename fails the stored grid is the old
+    one, whole, and no temporary is left. Catches a write straight onto the file or a temporary not removed."""
+    import dgm.samplers.grid as grid_module
+
+    s = dgm.Schedule.linear(100)
+    path = save_grid(tmp_path, s, "ddim", [100, 40, 10, 3, 0], method="old")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(grid_module.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_grid(tmp_path, s, "ddim", [100, 50, 20, 5, 0], method="new")
+    assert load_grid(tmp_path, s, "ddim", 4) == [100, 40, 10, 3, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_grid_store_round_trip_and_run_grid_computes_once(tmp_path, mixture):
     """save_grid/load_grid round-trip; a grid stored for another L is refused; run_grid computes the grid the
     first time (denoiser calls) and then reads grid_<sampler>_<nfe>.json (no calls). Catches a hook that

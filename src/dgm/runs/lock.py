@@ -4,7 +4,9 @@
 SIGKILL or a power cut included): a killed run never leaves its directory locked, and ``--resume`` after a
 kill just works. The holder writes its pid into the file so that the refusal can name it; the pid is
 informative only (a stale pid in an unlocked file means nothing). Readers (``dgm sample``, ``dgm eval``,
-``dgm report``) take no lock: they read the last complete checkpoint, which every write replaces atomically.
+``dgm report``) take no lock: they read the last complete checkpoint, which every write replaces atomically;
+the one file they may write into a run, an optimized level grid (``--grid optimized``), is written atomically too
+(``dgm.samplers.grid.save_grid``).
 
 Where ``fcntl`` does not exist (Windows), ``run_lock`` locks nothing. The lock is advisory and local: it
 does not stop other programs, and on a network file system it is only as good as the server's flock.

@@ -10,6 +10,7 @@ stored in the run directory as JSON (:func:`save_grid`, :func:`load_grid`).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -72,13 +73,22 @@ def grid_path(run_dir, sampler: str, nfe: int) -> Path:
 
 def save_grid(run_dir, s: Schedule, sampler: str, grid, **info) -> Path:
     """Write ``grid`` (checked against ``s``) to :func:`grid_path` with ``info`` (how it was derived); returns
-    the path."""
+    the path. The write is atomic, as ``dgm.runs.atomic`` writes (a layer above this one): a temporary sibling
+    ``.NAME.tmpPID`` of this process, fsynced, renamed onto the file and removed if anything fails, so two
+    ``dgm sample --grid optimized`` deriving the same grid at once leave one whole file, never half of one."""
     levels = check_grid(s, grid)
     path = grid_path(run_dir, sampler, len(levels) - 1)
-    record = {"sampler": sampler, "nfe": len(levels) - 1, "L": s.L, "grid": levels, **info}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    text = json.dumps({"sampler": sampler, "nfe": len(levels) - 1, "L": s.L, "grid": levels, **info}, indent=1)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
