@@ -53,7 +53,8 @@ def test_sample_by_class_with_guidance(tmp_path, one_line_error, capsys):
 @pytest.mark.slow
 def test_inpaint_end_to_end(tmp_path, one_line_error, capsys):
     """dgm inpaint on a digits run: K completions per input in data space, the grid beside them, the known
-    pixels kept by "replace"; bad flags refused in one line, and an existing output survives them."""
+    pixels kept by "replace"; bad flags refused in one line, and an existing output survives them; without --out
+    the completions go beside the input, never over a file. Mutation: a default output that overwrites."""
     from sklearn.datasets import load_digits
 
     run = tmp_path / "digits"
@@ -85,3 +86,12 @@ def test_inpaint_end_to_end(tmp_path, one_line_error, capsys):
                            str(tmp_path / "m4.npy"), "--method", "smc", "--out", str(out)])
     assert "has shape (4, 4)" in line
     assert out.read_bytes() == before
+    # without --out (SPEC's synopsis): X_METHOD.npy beside X, once; a second run is refused and loses nothing
+    assert main([*args, "--method", "replace", "--steps", "4"]) == 0
+    default = tmp_path / "x_replace.npy"
+    assert np.load(default).shape == (2, 1, 1, 8, 8) and (tmp_path / "x_replace.png").exists()
+    first = default.read_bytes()
+    capsys.readouterr()
+    line = one_line_error([*args, "--method", "replace", "--steps", "4", "--seed", "1"])
+    assert "x_replace.npy' exists" in line and "pass --out" in line, line
+    assert default.read_bytes() == first

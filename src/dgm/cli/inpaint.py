@@ -17,7 +17,8 @@ EXAMPLES = """examples:
 The mask is a .npy of one example's shape (1/True = known) or a .png (light pixels known). The noise std
 SIGMA is in model space (images scaled to [-1, 1], vectors standardised); the default 0.05 keeps the
 posterior well posed (at 0 it is a point mass on the known pixels). --out FILE.npy holds the completions in
-data space, shape (N, K, ...); FILE.png beside it shows each input, its mask and the K completions."""
+data space, shape (N, K, ...); FILE.png beside it shows each input, its mask and the K completions. Without
+--out they go to X_METHOD.npy (and .png) beside X, e.g. digit_repaint.npy, never over an existing file."""
 
 OPTION_FLAGS = (("jump", "repaint"), ("resamplings", "repaint"), ("step_size", "dps"), ("eta", "pigdm"),
                 ("particles", "smc"))
@@ -38,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--noise", type=nonneg_float, default=DEFAULT_NOISE, metavar="SIGMA",
                    help=f"observation noise std in model space (default {DEFAULT_NOISE})")
     p.add_argument("-n", type=positive_int, default=1, metavar="K", help="completions per input (default 1)")
-    p.add_argument("--out", required=True, metavar="FILE.npy", help="where to write (and FILE.png, the grid)")
+    p.add_argument("--out", metavar="FILE.npy", help="where to write (and FILE.png, the grid); default X_METHOD.npy "
+                   "beside X, which must not exist yet")
     steps = ", ".join(f"{m} {'all' if v is None else v}" for m, v in INVERSE_STEPS.items())
     p.add_argument("--steps", type=positive_int, help=f"levels visited (default: {steps})")
     p.add_argument("--class", dest="label", metavar="C", help="class index or name (conditional runs)")
@@ -68,6 +70,18 @@ def _options(args) -> dict:
     return out
 
 
+def default_out(args: argparse.Namespace) -> Path:
+    """X_METHOD.npy beside the input X, for a command without --out: refused if it (or its grid) exists, since
+    the user did not name it."""
+    x = Path(args.input)
+    out = x.with_name(f"{x.stem}_{args.method}.npy")
+    for path in (out, out.with_suffix(".png")):
+        if path.exists():
+            raise FileExistsError(f"{str(path)!r} exists (the default output for --input {args.input!r} and "
+                                  f"--method {args.method}); pass --out FILE.npy")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """``dgm inpaint``: check everything, draw, then write the .npy and its grid atomically."""
     import numpy as np
@@ -81,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from dgm.runs.inpainting import inpaint, inpainting_grid, read_input, read_mask
     from dgm.runs.samples import save_npy
 
-    out = Path(args.out)
+    out = default_out(args) if args.out is None else Path(args.out)
     if out.suffix.lower() != ".npy":
         raise ValueError(f"--out {args.out!r} must end in .npy (the grid goes beside it as .png)")
     if not out.parent.exists():

@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=MODEL_KINDS, help="the model")
     p.add_argument("--data", help="built-in name (gmm2d, moons, swissroll, checkerboard, digits) or a path "
-                   "(.npy/.npz array or a folder of images); optional with --resume")
+                   "(.npy/.npz array, an MNIST-style IDX file or a folder of images); optional with --resume")
     p.add_argument("--out", required=True, help="the run directory")
     p.add_argument("--heldout-last", type=positive_int, metavar="N",
                    help="hold out the last N examples (default: a seeded random 10%%)")
@@ -92,8 +92,8 @@ def add_parser(sub) -> None:
     p.add_argument("--guide-step", type=nonneg_int, metavar="N", help="DDPM: keep the EMA weights of step N as "
                    "a guide for autoguidance (dgm sample --autoguidance W; the 28x28 image recipe keeps step 500's); "
                    "0: no guide")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and 8x8 "
-                   "images, whose small tensors only lose from threading; torch's default otherwise)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: 1 for vectors and images of "
+                   "side <= 16, whose small tensors only lose from threading; torch's default otherwise)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--mixed-precision", choices=(*PRECISIONS, "auto"),
                    help="autocast the forward pass (fp16 with loss scaling); auto: bf16 where it is measured faster "
