@@ -4,11 +4,11 @@
 
 Two models of the recipe's config (``DDPM_IMAGE``), one with its guide (``guide_step`` 500) and one without,
 each with its EMA copy and AdamW, on the same batch of 64 random 28x28 images. A step is the training loop's
-(``dgm.training.loop``): ``model.train()``, ``begin_step``, ``model.loss`` under the recipe's bfloat16 autocast,
-backward, gradient clipping and ``loss.item()``, AdamW, ``ema_update``; each phase is timed. The two models run
-in turns of ``--iters`` steps, the first of them alternating, so both see the same minute of a shared machine:
-separate ``dgm train`` runs of a few minutes differ by 10% or more from one to the next on these 2 cores, which
-hides a cost of a few percent. Steps run from 0 past the guide's step 500 unless ``--repeats x --iters`` is below
+(``dgm.training.loop``): ``model.train()``, ``begin_step``, ``model.loss`` under the recipe's autocast (bfloat16
+where ``resolve_precision("auto")`` picks it), backward, gradient clipping and ``loss.item()``, AdamW,
+``ema_update``; each phase is timed. The two models run in turns of ``--iters`` steps, the first of them
+alternating, so both see the same minute of a shared machine: separate ``dgm train`` runs of a few minutes differ
+by 10% or more from one to the next on these 2 cores, which hides a cost of a few percent. Steps run from 0 past the guide's step 500 unless ``--repeats x --iters`` is below
 it; ``--guide-step`` moves it. Reports milliseconds per step, mean over all timed steps, by phase.
 """
 
@@ -25,7 +25,7 @@ import torch
 from dgm.models import build_model
 from dgm.models.ddpm import DDPM
 from dgm.training.loop import ema_update
-from dgm.training.recipes import DDPM_IMAGE
+from dgm.training.recipes import DDPM_IMAGE, resolve_precision
 
 PHASES = ("train()", "begin_step", "loss", "backward", "clip", "AdamW", "ema_update")
 
@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--guide-step", type=int, default=DDPM_IMAGE["model"]["guide_step"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.guide_step < 1:
+        raise SystemExit(f"--guide-step {args.guide_step}: must be >= 1 (the model without a guide is the other row)")
+    bf16 = resolve_precision(DDPM_IMAGE["train"]["mixed_precision"], "cpu") == "bf16"  # the recipe's, on this CPU
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     rows = {}
     for name, guide_step in ((f"with a guide (guide_step {args.guide_step})", args.guide_step), ("without", None)):
@@ -56,7 +59,7 @@ def main() -> None:
         t.append(time.perf_counter())
         model.begin_step(k, x, ema)
         t.append(time.perf_counter())
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model.loss(x, generator=torch.Generator().manual_seed(k))[0]
         loss = loss.float()
         t.append(time.perf_counter())
@@ -86,7 +89,8 @@ def main() -> None:
                 step(name, record=True)
     load1 = os.getloadavg()
     taken = {name: bool(rows[name][0].has_guide) for name in names}
-    print(f"threads {args.threads}, {args.repeats} turns x {args.iters} steps per model, batch 64, bfloat16 autocast; "
+    print(f"threads {args.threads}, {args.repeats} turns x {args.iters} steps per model, batch 64, "
+          f"{'bfloat16 autocast' if bf16 else 'float32 (the recipe resolves to no autocast here)'}; "
           f"load average {load0[0]:.2f} -> {load1[0]:.2f}; torch {torch.__version__}; guide taken by the end: "
           f"{taken[names[0]]}\n")
     print("| model | ms per step | " + " | ".join(PHASES) + " |\n|---|---|" + "---|" * len(PHASES))

@@ -95,3 +95,9 @@ def test_inpaint_end_to_end(tmp_path, one_line_error, capsys):
     line = one_line_error([*args, "--method", "replace", "--steps", "4", "--seed", "1"])
     assert "x_replace.npy' exists" in line and "pass --out" in line, line
     assert default.read_bytes() == first
+    (tmp_path / "x_dps.png").write_bytes(b"a grid the user keeps")  # an image run's default grid is checked too
+    line = one_line_error([*args, "--method", "dps", "--steps", "4"])
+    assert "x_dps.png' exists" in line and not (tmp_path / "x_dps.npy").exists(), line
+    line = one_line_error(["inpaint", str(run), "--input", str(tmp_path / "nowhere" / "x.npy"), "--mask",
+                           str(tmp_path / "m.npy"), "--method", "replace"])
+    assert "the folder of --input" in line and "nowhere" in line, line

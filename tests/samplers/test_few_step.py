@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,6 +186,7 @@ def test_a_grid_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_
     path = save_grid(tmp_path, s, "ddim", [100, 40, 10, 3, 0], method="old")
 
     def broken(src, dst):
+        assert Path(src).name == f".{path.name}.tmp{os.getpid()}"  # this process's own temporary, not a shared one
         raise OSError("disk full")
 
     monkeypatch.setattr(grid_module.os, "replace", broken)

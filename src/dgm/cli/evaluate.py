@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
                    "--metrics samples of a DDPM run with a guide, eps + w (eps - eps_guide), as in dgm sample")
     p.add_argument("--max-examples", type=positive_int, help="NLL on at most this many examples")
     p.add_argument("--sampler", help="sampler of a DDPM or an ldm's latent DDPM for --metrics (default ancestral)")
-    p.add_argument("--steps", type=positive_int, help="denoiser calls (NFE) of --sampler for --metrics")
+    p.add_argument("--steps", type=positive_int,
+                   help="solver steps of --sampler for --metrics (the NFE without guidance)")
     p.add_argument("--grid", choices=GRIDS, help="DDPM levels visited for --metrics, as in dgm sample --grid "
                    "(optimized: the run's stored grid for --sampler and --steps, derived and stored if absent)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="vlb", help="vlb: the variational bound "

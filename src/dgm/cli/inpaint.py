@@ -18,7 +18,8 @@ The mask is a .npy of one example's shape (1/True = known) or a .png (light pixe
 SIGMA is in model space (images scaled to [-1, 1], vectors standardised); the default 0.05 keeps the
 posterior well posed (at 0 it is a point mass on the known pixels). --out FILE.npy holds the completions in
 data space, shape (N, K, ...); FILE.png beside it shows each input, its mask and the K completions. Without
---out they go to X_METHOD.npy (and .png) beside X, e.g. digit_repaint.npy, never over an existing file."""
+--out they go to X_METHOD.npy (and .png for images) beside X, e.g. digit_repaint.npy, never over an existing
+file."""
 
 OPTION_FLAGS = (("jump", "repaint"), ("resamplings", "repaint"), ("step_size", "dps"), ("eta", "pigdm"),
                 ("particles", "smc"))
@@ -71,15 +72,23 @@ def _options(args) -> dict:
 
 
 def default_out(args: argparse.Namespace) -> Path:
-    """X_METHOD.npy beside the input X, for a command without --out: refused if it (or its grid) exists, since
-    the user did not name it."""
+    """X_METHOD.npy beside the input X, for a command without --out: refused if it exists, since the user did not
+    name it (:func:`refuse_existing`; its .png grid is checked once the run says it holds images)."""
     x = Path(args.input)
+    if not x.name or x.name in (".", ".."):
+        raise ValueError(f"--input {args.input!r} is not a file name; pass --input X.npy or X.png")
     out = x.with_name(f"{x.stem}_{args.method}.npy")
-    for path in (out, out.with_suffix(".png")):
-        if path.exists():
-            raise FileExistsError(f"{str(path)!r} exists (the default output for --input {args.input!r} and "
-                                  f"--method {args.method}); pass --out FILE.npy")
+    if not out.parent.exists():
+        raise FileNotFoundError(f"the folder of --input {args.input!r} does not exist")
+    refuse_existing(out, args)
     return out
+
+
+def refuse_existing(path: Path, args: argparse.Namespace) -> None:
+    """One line if ``path``, part of the default output (no --out), exists."""
+    if path.exists():
+        raise FileExistsError(f"{str(path)!r} exists (the default output for --input {args.input!r} and "
+                              f"--method {args.method}); pass --out FILE.npy")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     model, config = ckpt.load_model(Path(args.run))
     scaling = Scaling.from_dict(config["scaling"])
     x, mask = read_input(args.input, scaling), read_mask(args.mask, scaling)
+    if args.out is None and scaling.kind == "image":
+        refuse_existing(out.with_suffix(".png"), args)
     cond = None
     if args.label is not None:
         if not getattr(model, "conditional", False):
@@ -118,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the {args.method} completions hold NaN or infinite values; nothing was written")
     data = scaling.to_data(done.reshape(-1, *done.shape[2:]))
     array = np.asarray(data).reshape(len(x), args.n, *data.shape[1:])
+    if args.out is None:  # the default output, checked again after the sampling: never over a file made meanwhile
+        refuse_existing(out, args)
+        if scaling.kind == "image":
+            refuse_existing(out.with_suffix(".png"), args)
     atomic_write(out, lambda tmp: save_npy(tmp, array))
     if scaling.kind == "image":
         atomic_write_bytes(out.with_suffix(".png"), inpainting_grid(x, mask, done))

@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="FILE.npy (data space) or FILE.png (grid or scatter)")
     p.add_argument("--sampler",
                    help=f"sampler of a DDPM or an ldm's latent DDPM: {', '.join(SAMPLERS)} (default ancestral)")
-    p.add_argument("--steps", type=positive_int, help="denoiser calls (NFE) of --sampler (default: the sampler's)")
+    p.add_argument("--steps", type=positive_int,
+                   help="solver steps of --sampler, the NFE without guidance (default: the sampler's)")
     p.add_argument("--grid", choices=GRIDS,
                    help="DDPM levels visited: quadratic (the default of every sampler but ancestral with all "
                         "levels), uniform, or optimized: derived from this run's denoiser and "

@@ -73,9 +73,11 @@ def grid_path(run_dir, sampler: str, nfe: int) -> Path:
 
 def save_grid(run_dir, s: Schedule, sampler: str, grid, **info) -> Path:
     """Write ``grid`` (checked against ``s``) to :func:`grid_path` with ``info`` (how it was derived); returns
-    the path. The write is atomic, as ``dgm.runs.atomic`` writes (a layer above this one): a temporary sibling
-    ``.NAME.tmpPID`` of this process, fsynced, renamed onto the file and removed if anything fails, so two
-    ``dgm sample --grid optimized`` deriving the same grid at once leave one whole file, never half of one."""
+    the path. The write is atomic, named as ``dgm.runs.atomic`` names its temporaries (a layer above this one): a
+    temporary sibling ``.NAME.tmpPID`` of this process, fsynced, renamed onto the file and removed if anything
+    fails, so two ``dgm sample --grid optimized`` deriving the same grid at once leave one whole file, never half
+    of one. Unlike ``atomic_write`` it does not fsync the folder: after a power cut the grid may be the old one
+    or missing, and is derived again."""
     levels = check_grid(s, grid)
     path = grid_path(run_dir, sampler, len(levels) - 1)
     text = json.dumps({"sampler": sampler, "nfe": len(levels) - 1, "L": s.L, "grid": levels, **info}, indent=1)
