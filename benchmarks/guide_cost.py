@@ -8,8 +8,9 @@ each with its EMA copy and AdamW, on the same batch of 64 random 28x28 images. A
 where ``resolve_precision("auto")`` picks it), backward, gradient clipping and ``loss.item()``, AdamW,
 ``ema_update``; each phase is timed. The two models run in turns of ``--iters`` steps, the first of them
 alternating, so both see the same minute of a shared machine: separate ``dgm train`` runs of a few minutes differ
-by 10% or more from one to the next on these 2 cores, which hides a cost of a few percent. Steps run from 0 past the guide's step 500 unless ``--repeats x --iters`` is below
-it; ``--guide-step`` moves it. Reports milliseconds per step, mean over all timed steps, by phase.
+by 10% or more from one to the next on these 2 cores, which hides a cost of a few percent. Steps run from 0 past
+the guide's step 500 unless ``--repeats x --iters`` is below it; ``--guide-step`` moves it. Reports milliseconds
+per step, mean over all timed steps, by phase.
 """
 
 from __future__ import annotations

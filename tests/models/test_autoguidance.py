@@ -110,7 +110,7 @@ def test_quick_sampling_autoguides_an_unconditional_model_with_its_guide():
     model = build_model(TINY | {"guide_step": 2})
     assert model.quick_sampling()[0] == {"sampler": "dpm++2m", "steps": 20}  # no snapshot yet
     model.guide.ready.fill_(1)
-    assert model.quick_sampling()[0] == {"sampler": "sde-dpm++2m", "steps": 20, "autoguidance": 1.0}
+    assert model.quick_sampling()[0] == {"sampler": "sde-dpm++2m", "steps": 20, "autoguidance": 1.5}
     cond = build_model(TINY | {"conditional": True, "num_classes": 2, "guide_step": 1,
                                "net": TINY["net"] | {"num_classes": 2}})
     cond.guide.ready.fill_(1)  # a conditional model's report adds classifier-free guidance: no autoguidance there

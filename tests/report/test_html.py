@@ -205,6 +205,6 @@ def test_a_guided_run_reports_its_autoguided_samples(tmp_path):
                                                  "net": {"hidden": 16, "depth": 1, "emb_dim": 16}})
     (run,) = load_runs([path])
     how, label = run.model.quick_sampling()
-    assert how == {"sampler": "sde-dpm++2m", "steps": 20, "autoguidance": 1.0} and "autoguidance" in label
+    assert how == {"sampler": "sde-dpm++2m", "steps": 20, "autoguidance": 1.5} and "autoguidance" in label
     want, _ = draw(run.model, 16, seed=0, **how)
     assert torch.equal(run_figures(run, n_samples=16).samples, want)
